@@ -175,7 +175,7 @@ def window(j, n_g, w: int, s: int, causal: bool):
 
 
 def inverse_window(k, n_g, w: int, s: int, causal: bool):
-    """Half-open query range ``[q_start, q_end)`` of in-group queries whose window holds key ``k``."""
+    """Half-open range ``[q_start, q_end)`` of the in-group queries whose window holds key ``k``."""
     k = np.asarray(k, dtype=np.int64)
     n_g = np.asarray(n_g, dtype=np.int64)
     wl, wr = window_halves(w)
@@ -249,4 +249,18 @@ def tile_kv_box(q_start, q_end, n_g, w: int, s: int, causal: bool):
     q_last = np.asarray(q_end, dtype=np.int64) - 1
     start, _ = window(q_start, n_g, w, s, causal)
     _, end = window(q_last, n_g, w, s, causal)
+    return start, end
+
+
+def tile_kv_intersection(q_start, q_end, n_g, w: int, s: int, causal: bool):
+    """Intersection of the key windows of the in-group queries ``[q_start, q_end)``.
+
+    The keys that *every* query of the run sees: ``[start(last), end(first))``, by the same
+    monotonicity as :func:`tile_kv_box`. Empty when ``end <= start``. A (query run, key run) block
+    is fully unmasked along this axis iff the key run lies inside this intersection.
+    """
+    q_first = np.asarray(q_start, dtype=np.int64)
+    q_last = np.asarray(q_end, dtype=np.int64) - 1
+    _, end = window(q_first, n_g, w, s, causal)
+    start, _ = window(q_last, n_g, w, s, causal)
     return start, end
