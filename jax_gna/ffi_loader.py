@@ -90,7 +90,8 @@ def load_cuda_extension(module_name: str) -> CudaExtension:
         return CudaExtension(
             module_name,
             False,
-            f"{module_name} is built but JAX sees no GPU (default backend: {jax.default_backend()})",
+            f"{module_name} is built but JAX sees no GPU "
+            f"(default backend: {jax.default_backend()})",
             frozenset(registrations),
             built,
             runtime,
