@@ -130,8 +130,9 @@ def repair(
     limits: np.ndarray,
     num_bins: int,
     *,
+    loads: np.ndarray | None = None,
     max_iter: int = 50,
-) -> bool:
+) -> tuple[bool, np.ndarray]:
     """Move or swap graphs until every bin's load is within ``limits``; edits ``assign`` in place.
 
     Args:
@@ -139,23 +140,24 @@ def repair(
       sizes: ``[N, D]`` raw sizes (nodes, edges, graphs=1).
       limits: ``[D]`` the most each bin may hold.
       num_bins: B.
+      loads: ``[B, D]`` current bin loads if known (updated in place), else computed.
       max_iter: rounds of pairing over-full bins with the emptiest ones.
 
     Returns:
-      True when every bin fits.
+      (True when every bin fits, the ``[B, D]`` bin loads after the moves).
     """
-    loads = bin_loads(assign, sizes, num_bins)
+    loads = bin_loads(assign, sizes, num_bins) if loads is None else loads
     inv = 1.0 / limits
     for _ in range(max_iter):
         fill = (loads * inv).max(axis=1)
         over = np.flatnonzero(fill > 1.0 + 1e-12)
         if over.size == 0:
-            return True
+            return True, loads
         over = over[np.argsort(-fill[over])]
         candidates = np.argsort(fill, kind="stable")
         partners = candidates[~np.isin(candidates, over)][: over.size]
         if partners.size == 0:
-            return False
+            return False, loads
         over = over[: partners.size]
         members = _members(assign, np.concatenate([over, partners]))
         improved = False
@@ -174,8 +176,8 @@ def repair(
                 loads[x] += sizes[gy]
             improved = True
         if not improved:
-            return False
-    return bool(np.all(loads <= limits + 1e-9))
+            return False, loads
+    return bool(np.all(loads <= limits + 1e-9)), loads
 
 
 def _members(assign: np.ndarray, bins: np.ndarray) -> dict[int, np.ndarray]:

@@ -233,9 +233,9 @@ class EpochPlanner:
         if not given.all():
             # Epoch 0's packing is the reference: its capacities fit it without repair.
             rng = self._rng(0)
-            ref = self._pack(self.num_bins, rng, limits=None)
-            self._epoch0 = (ref, rng.bit_generator.state)
-            fullest = bin_loads(ref, self.sizes, self.num_bins).max(axis=0)
+            ref, ref_loads = self._pack(self.num_bins, rng, limits=None)
+            self._epoch0 = (ref, ref_loads, rng.bit_generator.state)
+            fullest = ref_loads.max(axis=0)
             mean = self.totals / self.num_bins
             # Headroom lets other epochs' packings fit without repair; a dimension in which all
             # graphs are alike packs the same every epoch and needs none.
@@ -247,10 +247,12 @@ class EpochPlanner:
             caps = np.where(given, caps, (auto + reserve).astype(np.int64))
         self.capacities = tuple(int(c) for c in caps)
         self.limits = np.array(self.capacities, dtype=np.float64) - reserve
-        if self._epoch0 is not None and not repair(
-            self._epoch0[0], self.sizes, self.limits, self.num_bins
-        ):
-            self._epoch0 = None  # given capacities it cannot meet: epoch 0 packs afresh
+        if self._epoch0 is not None:
+            fits, _ = repair(
+                self._epoch0[0], self.sizes, self.limits, self.num_bins, loads=self._epoch0[1]
+            )
+            if not fits:
+                self._epoch0 = None  # given capacities it cannot meet: epoch 0 packs afresh
 
     def _near_uniform(self) -> bool:
         load = self.cost.load(self.sizes[:, 0], self.sizes[:, 1], self.sizes[:, 2])
@@ -271,7 +273,9 @@ class EpochPlanner:
     def _rng(self, epoch: int) -> np.random.Generator:
         return np.random.default_rng([int(self.seed) & 0xFFFFFFFF, int(epoch)])
 
-    def _pack(self, num_bins: int, rng: np.random.Generator, limits) -> np.ndarray | None:
+    def _pack(self, num_bins: int, rng: np.random.Generator, limits):
+        """(assign [N], loads [B, 3]) of a packing into ``num_bins`` bins (repaired to fit
+        ``limits`` when given), or None if it cannot be made to fit."""
         mean = np.maximum(self.totals / num_bins, 1e-300)
         w = self.cost.weights * mean
         w = w / w.sum()
@@ -284,9 +288,12 @@ class EpochPlanner:
         key = w[cols] / w[cols].sum()
         match = np.ones(len(cols))
         assign = water_fill(norm, num_bins, key, rng, jitter=self.jitter, match_weights=match)
-        if limits is not None and not repair(assign, self.sizes, limits, num_bins):
-            return None
-        return assign
+        loads = bin_loads(assign, self.sizes, num_bins)
+        if limits is not None:
+            fits, loads = repair(assign, self.sizes, limits, num_bins, loads=loads)
+            if not fits:
+                return None
+        return assign, loads
 
     def plan(self, epoch: int = 0) -> EpochPlan:
         """The plan of one epoch (a different, reproducible packing and order per epoch)."""
@@ -297,11 +304,11 @@ class EpochPlanner:
         num_bins = self.num_bins
         for attempt in range(_MAX_RETRIES):
             if epoch == 0 and attempt == 0 and self._epoch0 is not None:
-                assign = self._epoch0[0].copy()
-                rng.bit_generator.state = self._epoch0[1]
+                packed = (self._epoch0[0].copy(), self._epoch0[1].copy())
+                rng.bit_generator.state = self._epoch0[2]
             else:
-                assign = self._pack(num_bins, rng, self.limits)
-            if assign is not None:
+                packed = self._pack(num_bins, rng, self.limits)
+            if packed is not None:
                 break
             # More, hence emptier, batches: +0.1%, +0.2%, +0.4%, ... (at least one step).
             grow = 0.001 * 2**attempt * num_bins / self.num_devices
@@ -311,13 +318,12 @@ class EpochPlanner:
                 "could not pack the graphs into the capacities "
                 f"{self.capacities}; raise max_nodes/max_edges/max_graphs"
             )
-        plan = self._to_plan(assign, num_bins, rng)
+        plan = self._to_plan(*packed, num_bins, rng)
         plan.planning_seconds = time.perf_counter() - t0 + (self.setup_seconds if epoch == 0 else 0)
         return plan
 
-    def _to_plan(self, assign: np.ndarray, num_bins: int, rng: np.random.Generator) -> EpochPlan:
+    def _to_plan(self, assign, loads, num_bins: int, rng: np.random.Generator) -> EpochPlan:
         d = self.num_devices
-        loads = bin_loads(assign, self.sizes, num_bins)
         load = self.cost.load(loads[:, 0], loads[:, 1], loads[:, 2])
         # Batches of similar load share a step (balance), steps run in random order (dynamics).
         by_load = np.argsort(load, kind="stable").reshape(-1, d)
