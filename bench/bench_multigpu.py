@@ -7,7 +7,8 @@ plus a radial pair term, with forces). Each device takes its padded batch from t
 step is the data-parallel ``jax_mace.distributed.make_train_step`` (losses normalised by global
 real counts). For each device count and method: compile time, median step time, throughput
 (real graphs/s and real edges/s), the plan's waste and max/mean load. Scaling efficiency =
-throughput(N) / (N * throughput(1)). Writes multigpu_results.json to --out.
+throughput(N) / (N * throughput(1)). Writes multigpu_<model>_results.json to --out (rewritten
+after every configuration).
 
     python bench/bench_multigpu.py --model mace --devices 1,2 --out bench/results
 """
@@ -34,9 +35,16 @@ def build_graphs(n: int, r_max: float, seed: int = 0):
     from jax_mace.data import Configuration, configurations_to_graphs, element_table
 
     rng = np.random.default_rng(seed)
-    solids = [("Cu", "fcc", 3.61), ("Al", "fcc", 4.05), ("Si", "diamond", 5.43),
-              ("NaCl", "rocksalt", 5.64), ("MgO", "rocksalt", 4.21), ("Fe", "bcc", 2.87),
-              ("GaAs", "zincblende", 5.65), ("C", "diamond", 3.57)]
+    solids = [
+        ("Cu", "fcc", 3.61),
+        ("Al", "fcc", 4.05),
+        ("Si", "diamond", 5.43),
+        ("NaCl", "rocksalt", 5.64),
+        ("MgO", "rocksalt", 4.21),
+        ("Fe", "bcc", 2.87),
+        ("GaAs", "zincblende", 5.65),
+        ("C", "diamond", 3.57),
+    ]
     names = [m for m in g2.names if len(molecule(m)) > 1]
     configs = []
     for k in range(n):
@@ -48,11 +56,17 @@ def build_graphs(n: int, r_max: float, seed: int = 0):
         else:
             atoms = molecule(names[rng.integers(len(names))])
         atoms.rattle(0.03, seed=int(rng.integers(1 << 31)))
-        configs.append(Configuration(
-            atomic_numbers=atoms.numbers.copy(), positions=atoms.positions.copy(),
-            cell=np.asarray(atoms.cell.array), pbc=np.asarray(atoms.pbc),
-            energy=float(rng.normal() * len(atoms)),
-            forces=rng.normal(0, 0.5, (len(atoms), 3)), label=f"bench {k}"))
+        configs.append(
+            Configuration(
+                atomic_numbers=atoms.numbers.copy(),
+                positions=atoms.positions.copy(),
+                cell=np.asarray(atoms.cell.array),
+                pbc=np.asarray(atoms.pbc),
+                energy=float(rng.normal() * len(atoms)),
+                forces=rng.normal(0, 0.5, (len(atoms), 3)),
+                label=f"bench {k}",
+            )
+        )
     z_table = element_table(configs)
     return configurations_to_graphs(configs, z_table, r_max), z_table
 
@@ -83,28 +97,24 @@ def toy_model(num_species: int, seed: int = 0):
     return params, energy_fn
 
 
-def mace_model(num_species: int, r_max: float, seed: int = 0):
+def mace_model(z_table, r_max: float, avg_num_neighbors: float, hidden: str, seed: int = 0):
+    """jax_mace.model.MACE (2 layers, l_max 3, correlation 3) as (params, energy_fn)."""
     from flax import nnx
 
-    from jax_mace import model as mm
+    from jax_mace.model import MACE, MACEConfig
 
-    config = mm.MACEConfig(**{**_mace_kwargs(mm), "num_species": num_species, "r_max": r_max})
-    model = mm.MACE(config, rngs=nnx.Rngs(seed))
-    graphdef, params = nnx.split(model)
+    config = MACEConfig(
+        atomic_numbers=tuple(z_table),
+        r_max=r_max,
+        hidden_irreps=hidden,
+        avg_num_neighbors=avg_num_neighbors,
+    )
+    graphdef, params, rest = nnx.split(MACE(config, rngs=nnx.Rngs(seed)), nnx.Param, ...)
 
     def energy_fn(p, positions, b):
-        m = nnx.merge(graphdef, p)
-        return m(b.replace(positions=positions))["energy"] if False else _energies(m, positions, b)
+        return nnx.merge(graphdef, p, rest)(b, positions=positions)
 
     return params, energy_fn
-
-
-def _mace_kwargs(mm):  # small but real: 2 layers, correlation 3
-    return {}
-
-
-def _energies(m, positions, b):
-    return m.graph_energies(b.replace(positions=positions))
 
 
 def make_loss(energy_fn, forces_weight: float = 10.0):
@@ -141,8 +151,9 @@ def run_config(plan, graphs, params, loss_fn, devices, max_steps, time_limit, ed
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     params = jax.device_put(jax.tree.map(np.array, params), replicated)  # fresh buffers
     state = jax.device_put(opt.init(params), replicated)
-    loader = PlanLoader(plan, graph_batch_maker(graphs), prefetch=3,
-                        put=lambda x: shard_batch(x, mesh))
+    loader = PlanLoader(
+        plan, graph_batch_maker(graphs), prefetch=3, put=lambda x: shard_batch(x, mesh)
+    )
     times, graphs_done, edges_done = [], 0, 0
     t_compile = None
     with loader:
@@ -164,10 +175,15 @@ def run_config(plan, graphs, params, loss_fn, devices, max_steps, time_limit, ed
     wall = time.perf_counter() - t_start
     stats = plan.summary()
     return {
-        "num_devices": len(devices), "method": plan.method, "capacities": stats["capacities"],
-        "waste": stats["waste"], "worst_max_over_mean": stats["worst_max_over_mean"],
-        "mean_max_over_mean": stats["mean_max_over_mean"], "steps_per_epoch": plan.num_steps,
-        "compile_and_first_step_s": t_compile, "timed_steps": len(times),
+        "num_devices": len(devices),
+        "method": plan.method,
+        "capacities": stats["capacities"],
+        "waste": stats["waste"],
+        "worst_max_over_mean": stats["worst_max_over_mean"],
+        "mean_max_over_mean": stats["mean_max_over_mean"],
+        "steps_per_epoch": plan.num_steps,
+        "compile_and_first_step_s": t_compile,
+        "timed_steps": len(times),
         "step_time_median_s": float(np.median(times)) if times else None,
         "step_time_min_s": float(np.min(times)) if times else None,
         "graphs_per_s": graphs_done / wall if times else None,
@@ -181,10 +197,17 @@ def main(argv=None) -> None:
     parser.add_argument("--model", choices=["mace", "toy"], default="mace")
     parser.add_argument("--num-graphs", type=int, default=3000)
     parser.add_argument("--devices", default="1,2", help="device counts to run, e.g. 1,2,4")
-    parser.add_argument("--graphs-per-device", type=int, default=32)
+    parser.add_argument(
+        "--graphs-per-device",
+        type=int,
+        default=32,
+        help="balanced: at least this many mean graphs per batch",
+    )
     parser.add_argument("--r-max", type=float, default=5.0)
+    parser.add_argument("--hidden", default="64x0e+64x1o", help="MACE hidden irreps")
     parser.add_argument("--max-steps", type=int, default=40)
     parser.add_argument("--time-per-config", type=float, default=20.0)
+    parser.add_argument("--deadline", type=float, default=1e9, help="skip configs after (s)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
 
@@ -196,11 +219,15 @@ def main(argv=None) -> None:
     graphs, z_table = build_graphs(args.num_graphs, args.r_max)
     nodes = np.array([g.num_nodes for g in graphs])
     edges = np.array([g.num_edges for g in graphs])
-    print(f"{len(graphs)} graphs in {time.perf_counter() - t0:.1f} s: nodes mean "
-          f"{nodes.mean():.1f} max {nodes.max()}, edges mean {edges.mean():.0f} max "
-          f"{edges.max()}", flush=True)
+    print(
+        f"{len(graphs)} graphs in {time.perf_counter() - t0:.1f} s: nodes mean "
+        f"{nodes.mean():.1f} max {nodes.max()}, edges mean {edges.mean():.0f} max "
+        f"{edges.max()}",
+        flush=True,
+    )
     if args.model == "mace":
-        params, energy_fn = mace_model(len(z_table), args.r_max)
+        avg = float(edges.sum() / nodes.sum())
+        params, energy_fn = mace_model(z_table, args.r_max, avg, args.hidden)
     else:
         params, energy_fn = toy_model(len(z_table))
     loss_fn = make_loss(energy_fn)
@@ -209,37 +236,71 @@ def main(argv=None) -> None:
     if max(counts) > len(all_devices):
         raise ValueError(f"--devices asks for {max(counts)} devices, {len(all_devices)} visible")
     results = {
-        "model": args.model, "devices": [str(d) for d in all_devices],
-        "device_kind": all_devices[0].device_kind, "jax": jax.__version__,
-        "platform": platform.platform(), "num_graphs": len(graphs),
-        "nodes_mean": float(nodes.mean()), "nodes_max": int(nodes.max()),
-        "edges_mean": float(edges.mean()), "edges_max": int(edges.max()), "runs": [],
+        "model": args.model,
+        "hidden_irreps": args.hidden if args.model == "mace" else None,
+        "devices": [str(d) for d in all_devices],
+        "device_kind": all_devices[0].device_kind,
+        "jax": jax.__version__,
+        "platform": platform.platform(),
+        "num_graphs": len(graphs),
+        "nodes_mean": float(nodes.mean()),
+        "nodes_max": int(nodes.max()),
+        "edges_mean": float(edges.mean()),
+        "edges_max": int(edges.max()),
+        "runs": [],
     }
-    # One set of per-device capacities for every device count (the balanced plan's at the
-    # first count), so per-device work is the same and scaling is comparable.
-    g = args.graphs_per_device
-    caps = {}
-    for d in counts:
-        planner = EpochPlanner(nodes, edges, d, min_graphs_per_batch=g, **caps)
-        plans = [planner.plan(0), baselines.fixed_count(nodes, edges, d, g)]
-        c = plans[0].capacities
-        caps = caps or {"max_nodes": c[0], "max_edges": c[1], "max_graphs": c[2]}
-        for plan in plans:
-            r = run_config(plan, graphs, params, loss_fn, all_devices[:d], args.max_steps,
-                           args.time_per_config, edges)
-            results["runs"].append(r)
-            print(json.dumps(r), flush=True)
-    base = {r["method"]: r for r in results["runs"] if r["num_devices"] == counts[0]}
-    for r in results["runs"]:
-        b = base.get(r["method"])
-        if b and b["graphs_per_s"] and r["graphs_per_s"]:
-            r["scaling_efficiency"] = r["graphs_per_s"] / (
-                r["num_devices"] / counts[0] * b["graphs_per_s"])
+    # Per-device capacities: the balanced plan's at the largest device count, reused for every
+    # count, so per-device work is the same and scaling is comparable. Fixed count takes the
+    # same number of graphs per device on average (same steps per epoch); its capacities are
+    # the smallest fitting its epoch (the most favourable static shape).
+    top = max(counts)
+    first = EpochPlanner(nodes, edges, top, min_graphs_per_batch=args.graphs_per_device)
+    c = first.capacities
+    caps = {"max_nodes": c[0], "max_edges": c[1], "max_graphs": c[2]}
+    g = max(1, round(len(graphs) / first.num_bins))
+    results["graphs_per_device_fixed"] = g
+    # Most important first (a deadline may cut the rest): N-device balanced vs fixed, then 1.
+    order = [(top, "balanced"), (top, "fixed_count")]
+    order += [(d, m) for d in sorted(counts) if d != top for m in ("balanced", "fixed_count")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"multigpu_{args.model}_results.json"
-    path.write_text(json.dumps(results, indent=1))
+    for d, method in order:
+        if time.perf_counter() - t0 > args.deadline:
+            print(f"deadline reached, skipping {method} on {d} devices", flush=True)
+            continue
+        if method == "balanced":
+            plan = EpochPlanner(nodes, edges, d, **caps).plan(0)
+        else:
+            plan = baselines.fixed_count(nodes, edges, d, g)
+        r = run_config(
+            plan,
+            graphs,
+            params,
+            loss_fn,
+            all_devices[:d],
+            args.max_steps,
+            args.time_per_config,
+            edges,
+        )
+        results["runs"].append(r)
+        print(json.dumps(r), flush=True)
+        _derive(results)
+        path.write_text(json.dumps(results, indent=1))
     print(f"wrote {path}")
+
+
+def _derive(results: dict) -> None:
+    """Speed-up of balanced over fixed count, and scaling efficiency vs the fewest devices."""
+    runs = {(r["num_devices"], r["method"]): r for r in results["runs"]}
+    fewest = min(d for d, _ in runs)
+    for (d, method), r in runs.items():
+        fixed = runs.get((d, "fixed_count"))
+        if method == "balanced" and fixed and fixed["graphs_per_s"] and r["graphs_per_s"]:
+            r["speedup_vs_fixed_count"] = r["graphs_per_s"] / fixed["graphs_per_s"]
+        base = runs.get((fewest, method))
+        if base and d != fewest and base["graphs_per_s"] and r["graphs_per_s"]:
+            r["scaling_efficiency"] = r["graphs_per_s"] / (d / fewest * base["graphs_per_s"])
 
 
 if __name__ == "__main__":
