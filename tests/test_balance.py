@@ -206,3 +206,12 @@ def test_fit_cost_model_recovers_coefficients():
         fit_cost_model(nodes[:3], edges[:3], graphs[:3], times[:3])
     with pytest.raises(ValueError, match="CostModel.per_edge must be"):
         CostModel(per_edge=-1.0)
+
+
+def test_graphs_without_edges_get_nonzero_capacities():
+    nodes, edges = np.full(100, 3), np.zeros(100, np.int64)
+    planner = EpochPlanner(nodes, edges, 4)
+    for epoch in range(2):
+        plan = planner.plan(epoch)
+        independent_check(plan, nodes, edges)
+        assert min(plan.capacities) >= 1

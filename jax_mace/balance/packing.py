@@ -147,7 +147,7 @@ def repair(
       (True when every bin fits, the ``[B, D]`` bin loads after the moves).
     """
     loads = bin_loads(assign, sizes, num_bins) if loads is None else loads
-    inv = 1.0 / limits
+    inv = 1.0 / np.maximum(limits, 1e-300)  # a zero limit makes any load over-full
     for _ in range(max_iter):
         fill = (loads * inv).max(axis=1)
         over = np.flatnonzero(fill > 1.0 + 1e-12)

@@ -244,7 +244,8 @@ class EpochPlanner:
             # Graph slots: cheap unless the cost model charges per graph.
             g_slack = self.graph_slack if self.cost.per_graph == 0 else self.slack
             auto[2] = max(fullest[2], np.round(max(fullest[2], mean[2]) * (1 + g_slack)))
-            caps = np.where(given, caps, (auto + reserve).astype(np.int64))
+            # At least 1 per dimension: arrays of size 0 are not useful batches.
+            caps = np.where(given, caps, np.maximum(auto + reserve, 1).astype(np.int64))
         self.capacities = tuple(int(c) for c in caps)
         self.limits = np.array(self.capacities, dtype=np.float64) - reserve
         if self._epoch0 is not None:
