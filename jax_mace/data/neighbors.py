@@ -47,13 +47,11 @@ def neighbour_edges(
     """
     positions = np.asarray(positions, np.float64)
     pbc = np.asarray(pbc, bool)
-    if not pbc.any():
-        s, r, shifts, d = neighbour_list("ijSd", positions=positions, cutoff=float(r_max), pbc=pbc)
-    else:
-        full = _complete_cell(positions, cell, pbc, r_max)
-        if abs(np.linalg.det(full)) < 1e-8:
-            raise ValueError(f"cell is singular along a periodic direction: {full.tolist()}")
-        s, r, shifts, d = neighbour_list(
-            "ijSd", positions=positions, cell=full, pbc=pbc, cutoff=float(r_max)
-        )
+    cell = np.zeros((3, 3)) if not pbc.any() else np.asarray(cell, np.float64)
+    full = _complete_cell(positions, cell, pbc, r_max)
+    if abs(np.linalg.det(full)) < 1e-8:
+        raise ValueError(f"cell is singular along a periodic direction: {cell.tolist()}")
+    s, r, shifts, d = neighbour_list(
+        "ijSd", positions=positions, cell=full, pbc=pbc, cutoff=float(r_max)
+    )
     return s.astype(np.int32), r.astype(np.int32), shifts.astype(np.float64), d

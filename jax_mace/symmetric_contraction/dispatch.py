@@ -3,6 +3,11 @@
 ``contract`` is what :class:`~jax_mace.symmetric_contraction.module.SymmetricContraction` calls;
 backends share the signature and semantics of
 :func:`~jax_mace.symmetric_contraction.reference.symmetric_contraction`.
+
+``backend=None`` picks ``"cuda"`` (the fused kernels of :mod:`.cuda`) when the CUDA extension is
+usable, ``x`` lives on a GPU and its dtype and shapes are supported, else ``"reference"``. Forcing
+``"cuda"`` where it cannot run raises ``RuntimeError`` with the reason. :func:`last_backend` tells
+which backend the latest call chose.
 """
 
 from __future__ import annotations
@@ -12,8 +17,29 @@ import jax
 from jax_mace.symmetric_contraction.paths import PathList
 from jax_mace.symmetric_contraction.reference import symmetric_contraction
 
-BACKENDS = ("reference",)
+BACKENDS = ("reference", "cuda")
 DEFAULT_BACKEND = "reference"
+_LAST = {"backend": None}
+
+
+def last_backend() -> str | None:
+    """The backend chosen by the most recent :func:`contract` call (at trace time)."""
+    return _LAST["backend"]
+
+
+def _on_gpu(x: jax.Array) -> bool:
+    try:
+        return all(d.platform == "gpu" for d in x.devices())
+    except Exception:  # a tracer: assume the default device
+        return jax.default_backend() == "gpu"
+
+
+def _auto_backend(x: jax.Array, paths: PathList) -> str:
+    from jax_mace.symmetric_contraction.cuda import unavailable_reason
+
+    if _on_gpu(x) and unavailable_reason(x, paths) is None:
+        return "cuda"
+    return DEFAULT_BACKEND
 
 
 def contract(
@@ -25,9 +51,15 @@ def contract(
 ) -> jax.Array:
     """``x [N, C, K]``, ``weights [S, W, C]``, ``species [N]`` -> ``[N, C, M]``.
 
-    ``backend=None`` picks :data:`DEFAULT_BACKEND`.
+    ``backend=None`` picks ``"cuda"`` where it can run, else :data:`DEFAULT_BACKEND`.
     """
-    backend = DEFAULT_BACKEND if backend is None else backend
+    backend = _auto_backend(x, paths) if backend is None else backend
     if backend == "reference":
+        _LAST["backend"] = backend
         return symmetric_contraction(x, weights, species, paths)
+    if backend == "cuda":
+        from jax_mace.symmetric_contraction.cuda import symmetric_contraction_cuda
+
+        _LAST["backend"] = backend
+        return symmetric_contraction_cuda(x, weights, species, paths)
     raise ValueError(f"unknown symmetric-contraction backend {backend!r}; choose from {BACKENDS}")

@@ -40,10 +40,12 @@ class SymmetricContraction(nnx.Module):
         # Each (output irrep, nu) group of weights is initialised with unit total variance.
         group = self.paths.w_out.astype(np.int64) * 8 + self.paths.w_nu
         _, inverse, counts = np.unique(group, return_inverse=True, return_counts=True)
-        std = jnp.asarray(1.0 / np.sqrt(counts[inverse]), jnp.float32)
+        std = (1.0 / np.sqrt(counts[inverse])).astype(np.float32)
         shape = (num_species, self.paths.num_weights, num_channels)
-        w = jax.random.normal(rngs.params(), shape, jnp.float32) * std[None, :, None]
-        self.weights = nnx.Param(w)
+        # NumPy draw from the stream's key (jax.random compiles once per shape: slow on CPU).
+        seed = np.asarray(jax.random.key_data(rngs.params())).astype(np.uint32)
+        w = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+        self.weights = nnx.Param(jnp.asarray(w * std[None, :, None]))
 
     def __call__(self, x: jax.Array, species: jax.Array) -> jax.Array:
         """``x [N, C, K]``, ``species [N]`` int -> ``[N, C, M]``."""

@@ -6,10 +6,12 @@
 Shapes: ``x [N, C, K]``, ``weights [S, W, C]``, ``species [N]`` int, ``out [N, C, M]`` (see
 :mod:`jax_mace.symmetric_contraction.paths` for the path list layout). Built only from gathers,
 products and one matmul, so it is jit/vmap friendly and differentiable to any order (training on
-forces needs the second derivative). Memory is ``O(N * C * P)``.
+forces needs the second derivative). Memory is ``O(N * C * P)``; work ``O(N * C * P * (K + M))``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +50,34 @@ def symmetric_contraction(
     """
     _check_shapes(x, weights, species, paths)
     dtype = x.dtype
-    # Slot -1 (unused factor of a nu < 3 path) reads an appended constant 1.
-    ones = jnp.ones(x.shape[:2] + (1,), dtype)
-    xt = jnp.swapaxes(jnp.concatenate([x, ones], axis=-1), 1, 2)  # [N, K+1, C]
+    sel_x, sel_w, scatter = _selection_matrices(paths)
+    n, c, _ = x.shape
+    # Gathers are written as matmuls with 0/1 matrices: dense, fast on CPU and GPU, and their
+    # derivatives are matmuls again (no scatter-adds). Slot -1 (unused factor of a nu < 3 path)
+    # selects an appended constant 1.
+    xe = jnp.concatenate([x, jnp.ones((n, c, 1), dtype)], axis=-1)  # [N, C, K+1]
+    mono = xe @ sel_x[0].astype(dtype)
+    for t in range(1, sel_x.shape[0]):
+        mono = mono * (xe @ sel_x[t].astype(dtype))  # [N, C, P]
+    s = weights.shape[0]
+    onehot = jax.nn.one_hot(species, s, dtype=dtype)  # [N, S]
+    w_node = jnp.einsum("ns,swc->ncw", onehot, weights.astype(dtype))  # [N, C, W]
+    w_path = w_node @ sel_w.astype(dtype)  # [N, C, P]
+    return (mono * w_path) @ scatter.astype(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _selection_matrices(paths: PathList) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """0/1 selections ``[T, K+1, P]`` of the factors, ``[W, P]`` of the weights, and the
+    coefficient-weighted scatter ``[P, M]`` to the outputs (``T`` = highest order present)."""
+    p = paths.num_paths
+    t_max = int(paths.nu.max()) if p else 1
     idx = np.where(paths.in_idx < 0, paths.num_in, paths.in_idx)
-    mono = xt[:, idx[:, 0], :] * xt[:, idx[:, 1], :] * xt[:, idx[:, 2], :]  # [N, P, C]
-    w = weights.astype(dtype)[species][:, paths.w_idx, :]  # [N, P, C]
-    scatter = np.zeros((paths.num_paths, paths.num_out))
-    scatter[np.arange(paths.num_paths), paths.out_idx] = paths.coeff
-    out = jnp.einsum("npc,pm->ncm", mono * w, jnp.asarray(scatter, dtype))
-    return out
+    sel_x = np.zeros((t_max, paths.num_in + 1, p), np.float32)
+    for t in range(t_max):
+        sel_x[t, idx[:, t], np.arange(p)] = 1.0
+    sel_w = np.zeros((paths.num_weights, p), np.float32)
+    sel_w[paths.w_idx, np.arange(p)] = 1.0
+    scatter = np.zeros((p, paths.num_out), np.float64)
+    scatter[np.arange(p), paths.out_idx] = paths.coeff
+    return sel_x, sel_w, scatter
