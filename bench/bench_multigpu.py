@@ -2,8 +2,9 @@
 
 Data: a long-tailed mix of ASE structures (periodic supercells of 1 to ~250 atoms and small
 molecules; random labels, since only time is measured), graphs from the MACE data pipeline.
-Model: ``--model mace`` (jax_mace.model, small config) or ``--model toy`` (an MLP on species
-plus a radial pair term, with forces). Each device takes its padded batch from the plan; the
+Model: ``--model mace`` (jax_mace.model, 2 layers, l_max 3, correlation 3, ``--hidden`` irreps,
+with jax_mace.train's energy + forces loss) or ``--model toy`` (an MLP on species plus a radial
+pair term, with forces). Each device takes its padded batch from the plan; the
 step is the data-parallel ``jax_mace.distributed.make_train_step`` (losses normalised by global
 real counts). For each device count and method: compile time, median step time, throughput
 (real graphs/s and real edges/s), the plan's waste and max/mean load. Scaling efficiency =
@@ -98,9 +99,11 @@ def toy_model(num_species: int, seed: int = 0):
 
 
 def mace_model(z_table, r_max: float, avg_num_neighbors: float, hidden: str, seed: int = 0):
-    """jax_mace.model.MACE (2 layers, l_max 3, correlation 3) as (params, energy_fn)."""
+    """jax_mace.model.MACE (2 layers, l_max 3, correlation 3) with jax_mace.train's loss
+    (energy per atom, forces x10) in (sums, counts) form: (params, loss_fn)."""
     from flax import nnx
 
+    from jax_mace.distributed import mace_loss_fn
     from jax_mace.model import MACE, MACEConfig
 
     config = MACEConfig(
@@ -109,12 +112,8 @@ def mace_model(z_table, r_max: float, avg_num_neighbors: float, hidden: str, see
         hidden_irreps=hidden,
         avg_num_neighbors=avg_num_neighbors,
     )
-    graphdef, params, rest = nnx.split(MACE(config, rngs=nnx.Rngs(seed)), nnx.Param, ...)
-
-    def energy_fn(p, positions, b):
-        return nnx.merge(graphdef, p, rest)(b, positions=positions)
-
-    return params, energy_fn
+    graphdef, params = nnx.split(MACE(config, rngs=nnx.Rngs(seed)))
+    return params, mace_loss_fn(graphdef, {"energy": 1.0, "forces": 10.0, "stress": 0.0})
 
 
 def make_loss(energy_fn, forces_weight: float = 10.0):
@@ -227,10 +226,10 @@ def main(argv=None) -> None:
     )
     if args.model == "mace":
         avg = float(edges.sum() / nodes.sum())
-        params, energy_fn = mace_model(z_table, args.r_max, avg, args.hidden)
+        params, loss_fn = mace_model(z_table, args.r_max, avg, args.hidden)
     else:
         params, energy_fn = toy_model(len(z_table))
-    loss_fn = make_loss(energy_fn)
+        loss_fn = make_loss(energy_fn)
     counts = [int(c) for c in args.devices.split(",")]
     all_devices = jax.devices()
     if max(counts) > len(all_devices):

@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P
 __all__ = [
     "data_mesh",
     "local_device_positions",
+    "mace_loss_fn",
     "make_loss_and_grad",
     "make_train_step",
     "shard_batch",
@@ -138,3 +139,32 @@ def make_train_step(
         donate_argnums=(0, 1) if donate else (),
         out_shardings=(replicated, replicated, replicated),
     )
+
+
+def mace_loss_fn(graphdef, weights: dict[str, float], compute_stress: bool = False) -> LossFn:
+    """The MACE training loss (:func:`jax_mace.train.loss.loss_and_sums`:
+    ``w_E mean((dE/n)^2) + w_F mean(dF^2) [+ w_S mean(dS^2)]``) in the ``(sums, counts)`` form,
+    so that :func:`make_train_step` averages it over all graphs of a step on all devices.
+
+    ``graphdef``: the NNX graph definition of the model (``nnx.split``); ``params`` passed to the
+    step are the matching state. ``weights``: ``{"energy", "forces"[, "stress"]}``.
+    """
+    from flax import nnx
+
+    from jax_mace.model import predict
+    from jax_mace.train.loss import loss_and_sums
+
+    def loss_fn(params, batch):
+        pred = predict(nnx.merge(graphdef, params), batch, compute_stress, include_e0=False)
+        _, s = loss_and_sums(pred, batch, weights)
+        sums = {
+            "energy": weights["energy"] * s["energy_per_atom_sq"],
+            "forces": weights["forces"] * s["forces_sq"],
+        }
+        counts = {"energy": s["energy_count"], "forces": s["forces_count"]}
+        if compute_stress:
+            sums["stress"] = weights["stress"] * s["stress_sq"]
+            counts["stress"] = s["stress_count"]
+        return sums, counts
+
+    return loss_fn
