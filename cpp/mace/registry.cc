@@ -1,8 +1,17 @@
 // The XLA FFI handlers of the mace kernels. Each kernel's handler file declares its symbol here.
 #include "common/registry.h"
 
+#include "mace/symcon_handlers.h"
+
 namespace jaxk::mace {
 
-std::vector<HandlerEntry> Handlers() { return {}; }
+std::vector<HandlerEntry> Handlers() {
+  return {
+      {"jaxk_symcon_sort", reinterpret_cast<void*>(SymconSort)},
+      {"jaxk_symcon_tbase", reinterpret_cast<void*>(SymconTbase)},
+      {"jaxk_symcon_wgrad", reinterpret_cast<void*>(SymconWgrad)},
+      {"jaxk_symcon_engine", reinterpret_cast<void*>(SymconEngine)},
+  };
+}
 
 }  // namespace jaxk::mace

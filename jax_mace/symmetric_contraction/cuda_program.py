@@ -52,7 +52,7 @@ ONE = 16  # register index of the constant 1 in every operand vector
 NREG = 17  # registers per operand vector (at most 16 components + the constant)
 MAX_SLOTS = 1023  # table slots incl. the zero row (10-bit minimum field width)
 MAX_RECORDS = 1 << 14  # record indices are 14-bit (the top 2 bits of goff hold the tail)
-Q_SHIFT = (0, 11, 21)  # bit offsets of the three slot fields of a record's q word
+Q_SHIFT = (0, 10, 20)  # bit offsets of the three 10-bit slot fields of a record's q word
 KIND_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # operand pairs of table kinds
 ITEM_NODES = 128  # nodes per work item of the engine (one species each)
 
@@ -426,11 +426,7 @@ def emulate(
                 for slot in range(3):
                     if rec == goff[g + 1] - 1 and tails[g] and slot >= tails[g]:
                         continue  # the kernel skips these gathers (they would read V[nv] = 0)
-                    q = (
-                        (qpack[rec] >> Q_SHIFT[slot]) & 1023
-                        if slot == 1
-                        else ((qpack[rec] >> Q_SHIFT[slot]) & 2047)
-                    )
+                    q = (qpack[rec] >> Q_SHIFT[slot]) & 1023
                     t = tj[3 * rec + slot]
                     tval = 0.0
                     if t >= 0:

@@ -1,0 +1,262 @@
+"""Symmetric contraction on one GPU: the CUDA engine vs cuEquivariance-JAX (uniform_1d) vs the
+pure-JAX reference, in one process, fp32.
+
+Cases: input 128x(0e+1o+2e+3o), 89 species (random, unsorted), output irreps of MACE-MP
+small/medium/large (0e, 0e+1o, 0e+1o+2e), correlation 3, N = 10k and 50k nodes. Times the
+forward and forward+backward (value and gradients w.r.t. x and the weights of <out, g>); the
+reference only at 10k (its memory is O(N C P)). Prints a table and writes
+``bench/results/symcon_<gpu>.json`` with the GPU name, versions, the measured copy bandwidth and
+the fraction of the physical limit max(bytes / bandwidth, FLOPs / 67 TFLOP/s) reached.
+
+    python bench/bench_symcon.py [--out bench/results] [--quick] [--train] [--sanitize]
+
+``--sanitize`` runs one tiny forward/backward/second-order call (for compute-sanitizer);
+``--train`` adds a MACE-MP-medium training step (energy + forces) with both backends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jax_mace.symmetric_contraction import cuda_program as cp  # noqa: E402
+from jax_mace.symmetric_contraction.cuda import symmetric_contraction_cuda  # noqa: E402
+from jax_mace.symmetric_contraction.paths import build_path_list  # noqa: E402
+from jax_mace.symmetric_contraction.reference import symmetric_contraction  # noqa: E402
+
+IRREPS_IN = "0e+1o+2e+3o"
+MODELS = {"MP-S": "0e", "MP-M": "0e+1o", "MP-L": "0e+1o+2e"}
+CHANNELS, SPECIES = 128, 89
+FP32_PEAK = 67e12  # FLOP/s (datasheet, H100/H200 SXM)
+
+
+def timeit(fn, *args, min_rep_s: float = 0.05, reps: int = 7) -> dict:
+    """Median and min wall time per call (ms) of a jitted ``fn``, many async calls per rep."""
+    jax.block_until_ready(fn(*args))
+    jax.block_until_ready(fn(*args))
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    one = max(time.perf_counter() - t0, 1e-6)
+    iters = int(min(max(min_rep_s / one, 3), 2000))
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        samples.append((time.perf_counter() - t0) / iters * 1e3)
+    return {"median_ms": float(np.median(samples)), "min_ms": float(np.min(samples))}
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device bandwidth (bytes read + written per second) of ``a + 1`` on 1 GiB."""
+    a = jnp.ones((1 << 28,), jnp.float32)
+    f = jax.jit(lambda v: v + 1.0)
+    t = timeit(f, a, min_rep_s=0.1)["min_ms"] * 1e-3
+    return 2 * a.nbytes / t
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def _cueq_fns(irreps_out: str, sp):
+    import cuequivariance as cue
+    import cuequivariance_jax as cuex
+
+    mul = lambda s: "+".join(f"{CHANNELS}x{ir}" for ir in s.split("+"))  # noqa: E731
+    e = cue.descriptors.symmetric_contraction(
+        cue.Irreps("O3", mul(IRREPS_IN)), cue.Irreps("O3", mul(irreps_out)), (1, 2, 3)
+    )
+    poly = e.polynomial
+    out_dim = e.outputs[0].dim
+
+    def fwd(w_c, x_c):
+        shape = jax.ShapeDtypeStruct((x_c.shape[0], out_dim), x_c.dtype)
+        return cuex.segmented_polynomial(
+            poly, [w_c, x_c], [shape], indices=[sp, None, None], method="uniform_1d"
+        )[0]
+
+    return fwd, e.inputs[0].dim, out_dim
+
+
+def bench_case(model: str, n: int, bw: float, do_ref: bool, do_cueq: bool, seed: int = 0):
+    irreps_out = MODELS[model]
+    paths = build_path_list(IRREPS_IN, irreps_out, 3)
+    k, m, nw = paths.num_in, paths.num_out, paths.num_weights
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(n, CHANNELS, k)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(SPECIES, nw, CHANNELS)) / np.sqrt(nw), jnp.float32)
+    sp = jnp.asarray(rng.integers(0, SPECIES, n), jnp.int32)
+    g = jnp.asarray(rng.normal(size=(n, CHANNELS, m)), jnp.float32)
+    res = {"model": model, "irreps_out": irreps_out, "N": n, "K": k, "M": m, "W": nw}
+    res["paths"] = paths.num_paths
+    res["base_terms"] = cp.base_terms(paths).num_terms
+
+    def ours(x_, w_):
+        return symmetric_contraction_cuda(x_, w_, sp, paths)
+
+    def ref(x_, w_):
+        return symmetric_contraction(x_, w_, sp, paths)
+
+    def fb_of(f, gg):
+        return jax.jit(jax.value_and_grad(lambda a, b: jnp.vdot(f(a, b), gg), argnums=(0, 1)))
+
+    res["ours_fwd"] = timeit(jax.jit(ours), x, w)
+    res["ours_fwdbwd"] = timeit(fb_of(ours, g), x, w)
+    if do_ref:
+        out_o, out_r = jax.jit(ours)(x, w), jax.jit(ref)(x, w)
+        (_, (gx_o, gw_o)), (_, (gx_r, gw_r)) = fb_of(ours, g)(x, w), fb_of(ref, g)(x, w)
+        res["rel_err_vs_ref"] = {
+            "out": _rel(out_o, out_r),
+            "gx": _rel(gx_o, gx_r),
+            "gw": _rel(gw_o, gw_r),
+        }
+        del out_o, out_r, gx_o, gx_r, gw_o, gw_r
+        res["ref_fwd"] = timeit(jax.jit(ref), x, w, min_rep_s=0.2, reps=3)
+        res["ref_fwdbwd"] = timeit(fb_of(ref, g), x, w, min_rep_s=0.2, reps=3)
+    if do_cueq:
+        try:
+            fwd_c, wdim, out_dim = _cueq_fns(irreps_out, sp)
+            x_c = jnp.swapaxes(x, 1, 2).reshape(n, k * CHANNELS)  # ir_mul layout, untimed
+            w_c = w.reshape(SPECIES, wdim)
+            g_c = jnp.swapaxes(g, 1, 2).reshape(n, out_dim)
+            res["cueq_fwd"] = timeit(jax.jit(fwd_c), w_c, x_c)
+            res["cueq_fwdbwd"] = timeit(fb_of(fwd_c, g_c), w_c, x_c)
+        except Exception as err:  # keep the run going; the JSON says why
+            res["cueq_error"] = f"{type(err).__name__}: {err}"[:500]
+
+    # Physical limit: minimal bytes (each input read once, each output written once) and the
+    # FLOPs of the base-term formulation (one FMA per term; backward: per partial + carrier).
+    f32 = 4
+    prog_b = cp.program(paths, "bwd")
+    bwd_slots = int(
+        np.sum(
+            prog_b.i32[prog_b.offsets["tj"] : prog_b.offsets["tj"] + 3 * prog_b.num_records] >= 0
+        )
+    )
+    d = res["base_terms"]
+    bytes_f = f32 * (n * CHANNELS * (k + m) + SPECIES * nw * CHANNELS + n)
+    bytes_fb = f32 * (n * CHANNELS * (2 * k + 2 * m) + 2 * SPECIES * nw * CHANNELS + n)
+    flops_f = 2.0 * n * CHANNELS * d
+    flops_fb = flops_f + 2.0 * n * CHANNELS * (bwd_slots + d)
+    for key, nbytes, flops in (("fwd", bytes_f, flops_f), ("fwdbwd", bytes_fb, flops_fb)):
+        limit = max(nbytes / bw, flops / FP32_PEAK)
+        res[f"limit_{key}"] = {
+            "bytes": nbytes,
+            "flops": flops,
+            "bound": "memory" if nbytes / bw >= flops / FP32_PEAK else "fp32",
+            "time_ms": limit * 1e3,
+            "fraction_reached": limit * 1e3 / res[f"ours_{key}"]["median_ms"],
+        }
+    for key in ("fwd", "fwdbwd"):
+        ours_t = res[f"ours_{key}"]["median_ms"]
+        if f"cueq_{key}" in res:
+            res[f"speedup_vs_cueq_{key}"] = res[f"cueq_{key}"]["median_ms"] / ours_t
+        if f"ref_{key}" in res:
+            res[f"speedup_vs_ref_{key}"] = res[f"ref_{key}"]["median_ms"] / ours_t
+    return res
+
+
+def sanitize_run():
+    """Tiny calls of every kernel (run under compute-sanitizer)."""
+    paths = build_path_list(IRREPS_IN, "0e+1o", 3)
+    rng = np.random.default_rng(0)
+    n, c, s = 70, 4, 3
+    x = jnp.asarray(rng.normal(size=(n, c, 16)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(s, paths.num_weights, c)), jnp.float32)
+    sp = jnp.asarray(rng.integers(-1, s + 1, n), jnp.int32)
+
+    def total(x_, w_):
+        f = lambda a: symmetric_contraction_cuda(a, w_, sp, paths)  # noqa: E731
+        return jnp.sum(jax.grad(lambda a: jnp.sum(f(a) ** 2))(x_) ** 2) + jnp.sum(f(x_))
+
+    out = jax.jit(jax.grad(total, argnums=(0, 1)))(x, w)
+    jax.block_until_ready(out)
+    print("sanitize run done:", [float(jnp.sum(o)) for o in out])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--quick", action="store_true", help="10k nodes only")
+    ap.add_argument("--no-cueq", action="store_true")
+    ap.add_argument("--train", action="store_true", help="also time a MACE-MP-medium step")
+    ap.add_argument("--sanitize", action="store_true")
+    args = ap.parse_args()
+    if args.sanitize:
+        sanitize_run()
+        return
+    import jax_mace
+
+    dev = jax.devices()[0]
+    info = {
+        "gpu": dev.device_kind,
+        "platform": dev.platform,
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "python": platform.python_version(),
+        "cuda_status": jax_mace.cuda_status().reason,
+        "dtype": "float32",
+    }
+    try:
+        import cuequivariance
+        import cuequivariance_jax
+
+        info["cuequivariance"] = cuequivariance.__version__
+        info["cuequivariance_jax"] = cuequivariance_jax.__version__
+    except ImportError as err:
+        info["cuequivariance"] = f"unavailable: {err}"
+    bw = copy_bandwidth()
+    info["copy_bandwidth_TBps"] = bw / 1e12
+    print(json.dumps(info, indent=1), flush=True)
+    cases = []
+    sizes = [10_000] if args.quick else [10_000, 50_000]
+    for n in sizes:
+        for model in MODELS:
+            r = bench_case(model, n, bw, do_ref=(n == 10_000), do_cueq=not args.no_cueq)
+            cases.append(r)
+            print(json.dumps(r), flush=True)
+    result = {"info": info, "cases": cases}
+    if args.train:
+        from bench_symcon_train import train_step_bench  # noqa: E402
+
+        result["train"] = train_step_bench()
+        print(json.dumps(result["train"], indent=1), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "symcon_" + "".join(ch if ch.isalnum() else "_" for ch in info["gpu"]).strip("_")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    print(f"\n{info['gpu']}  (copy bandwidth {bw / 1e12:.2f} TB/s)")
+    print(
+        f"{'case':<12}{'ours fwd':>10}{'cuEq fwd':>10}{'x':>7}{'ours f+b':>10}{'cuEq f+b':>10}"
+        f"{'x':>7}{'ref fwd':>10}{'ref f+b':>10}{'lim% f':>8}{'lim% fb':>8}"
+    )
+    for r in cases:
+
+        def t(key, r=r):
+            return r[key]["median_ms"] if key in r else float("nan")
+
+        print(
+            f"{r['model'] + ' ' + str(r['N'] // 1000) + 'k':<12}{t('ours_fwd'):10.3f}"
+            f"{t('cueq_fwd'):10.3f}{r.get('speedup_vs_cueq_fwd', float('nan')):7.2f}"
+            f"{t('ours_fwdbwd'):10.3f}{t('cueq_fwdbwd'):10.3f}"
+            f"{r.get('speedup_vs_cueq_fwdbwd', float('nan')):7.2f}{t('ref_fwd'):10.3f}"
+            f"{t('ref_fwdbwd'):10.3f}{100 * r['limit_fwd']['fraction_reached']:8.1f}"
+            f"{100 * r['limit_fwdbwd']['fraction_reached']:8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

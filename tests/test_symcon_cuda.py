@@ -1,0 +1,275 @@
+"""CUDA symmetric contraction: program semantics on CPU, kernels vs the pure-JAX twin on GPU.
+
+CPU tests check every engine program (forward, VJP, VJP of the VJP) through the exact NumPy
+semantics of the kernels (:func:`cuda_program.emulate`) against autodiff of a pure-JAX model, and
+that the whole differentiable chain lowers to the FFI targets. GPU tests (``-m gpu``) compare the
+kernels with the reference: values, first and second derivatives, ``check_grads`` to order 2.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_mace.symmetric_contraction import cuda_program as cp
+from jax_mace.symmetric_contraction.dispatch import contract, last_backend
+from jax_mace.symmetric_contraction.paths import build_path_list
+from jax_mace.symmetric_contraction.reference import symmetric_contraction
+
+LMAX3 = "0e+1o+2e+3o"
+MP = {"S": (LMAX3, "0e", 3), "M": (LMAX3, "0e+1o", 3), "L": (LMAX3, "0e+1o+2e", 3)}
+SMALL = [("0e+1o", "0e+1o+2e", 3), ("1o+2e", "1o", 2), ("0e+2e", "0e+2e", 1), ("0e", "0e", 3)]
+
+
+@functools.cache
+def _paths(irreps_in, irreps_out, corr):
+    return build_path_list(irreps_in, irreps_out, corr)
+
+
+def _f_of_t(x, tw, species, base):
+    """Pure-JAX ``out = sum_j TW[s, c, j] mono_j(x)``: the function the programs differentiate."""
+    n, c, k = x.shape
+    xt = jnp.concatenate(
+        [x, jnp.zeros((n, c, cp.ONE - k), x.dtype), jnp.ones((n, c, 1), x.dtype)], axis=-1
+    )
+    key = base.key
+    mono = xt[:, :, key[:, 1]] * xt[:, :, key[:, 2]] * xt[:, :, key[:, 3]]
+    scatter = np.zeros((base.num_terms, base.num_out))
+    scatter[np.arange(base.num_terms), key[:, 0]] = 1.0
+    return jnp.einsum("ncd,dm->ncm", mono * tw[species], scatter)
+
+
+def _emulated_case(case, seed):
+    with jax.enable_x64(True):
+        paths = _paths(*case)
+        base = cp.base_terms(paths)
+        rng = np.random.default_rng(seed)
+        n, c, s = 9, 3, 4
+        x = rng.normal(size=(n, c, paths.num_in))
+        w = rng.normal(size=(s, paths.num_weights, c))
+        species = rng.integers(0, s, n)
+        tw = cp.tbase_np(w, base)
+        g = rng.normal(size=(n, c, paths.num_out))
+        hx = rng.normal(size=x.shape)
+        hz = rng.normal(size=tw.shape)
+
+        ref = np.asarray(
+            jax.jit(symmetric_contraction, static_argnums=3)(x, w, jnp.asarray(species), paths)
+        )
+        out, _ = cp.emulate(cp.program(paths, "fwd"), [x], tw, tw, species)
+        np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+
+        def f(x_, tw_):
+            return _f_of_t(x_, tw_, species, base)
+
+        def b(x_, tw_, g_):
+            return jax.vjp(f, x_, tw_)[1](g_)
+
+        def b2(x_, tw_, g_, hx_, hz_):
+            return jax.vjp(b, x_, tw_, g_)[1]((hx_, hz_))
+
+        def gw_ref(w_, g_):
+            return jax.vjp(lambda a: symmetric_contraction(jnp.asarray(x), a, species, paths), w_)[
+                1
+            ](g_)[0]
+
+        gx_r, z_r = jax.jit(b)(x, tw, g)
+        gx, z = cp.emulate(cp.program(paths, "bwd"), [x, g], tw, tw, species)
+        np.testing.assert_allclose(gx, gx_r, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(z, z_r, rtol=1e-12, atol=1e-12)
+        gw_r = jax.jit(gw_ref)(w, g)
+        np.testing.assert_allclose(cp.wgrad_np(z, base), gw_r, rtol=1e-12, atol=1e-12)
+
+        dx_r, dtw_r, dg_r = jax.jit(b2)(x, tw, g, hx, hz)
+        dg, _ = cp.emulate(cp.program(paths, "dg"), [x, hx], tw, hz, species)
+        dx, z2 = cp.emulate(cp.program(paths, "dx"), [x, g, hx], tw, hz, species)
+        np.testing.assert_allclose(dg, dg_r, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, dx_r, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(z2, dtw_r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", SMALL)
+def test_programs_match_autodiff(case):
+    _emulated_case(case, seed=hash(case) % 1000)
+
+
+def test_programs_match_autodiff_mp_medium():
+    _emulated_case(MP["M"], seed=1)
+
+
+def test_tbase_wgrad_are_transposes():
+    paths = _paths(*MP["S"])
+    base = cp.base_terms(paths)
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, paths.num_weights, 5))
+    z = rng.normal(size=(3, 5, base.num_terms))
+    lhs = np.vdot(cp.tbase_np(w, base), z)
+    rhs = np.vdot(w, cp.wgrad_np(z, base))
+    assert abs(lhs - rhs) < 1e-10 * abs(lhs)
+
+
+def test_program_sizes_fit_kernel_limits():
+    for case in MP.values():
+        paths = _paths(*case)
+        for kind in ("fwd", "bwd", "dg", "dx"):
+            prog = cp.program(paths, kind)
+            assert prog.nv + 1 <= cp.MAX_SLOTS and prog.num_records < cp.MAX_RECORDS
+            assert prog.mout <= cp.NREG and prog.i32.dtype == np.int32
+
+
+def test_grad_of_grad_lowers_to_ffi_targets():
+    from jax_mace.symmetric_contraction import cuda as cu
+
+    paths = _paths(*MP["M"])
+
+    def f(x, w, sp):
+        perm, items, nitems = cu._sort(sp, w.shape[0])
+        return cu._forward(paths, x, cu._tbase(paths, w), perm, items, nitems)
+
+    def loss(x, w, sp):
+        gx = jax.grad(lambda x_: jnp.sum(f(x_, w, sp) ** 2))(x)
+        return jnp.sum(gx**2)
+
+    x = jnp.ones((10, 8, 16))
+    w = jnp.ones((3, paths.num_weights, 8))
+    sp = jnp.zeros((10,), jnp.int32)
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(x, w, sp)
+    text = lowered.lower(lowering_platforms=("cuda",)).as_text()
+    for target in ("jaxk_symcon_sort", "jaxk_symcon_tbase", "jaxk_symcon_wgrad"):
+        assert target in text
+    assert text.count("jaxk_symcon_engine") >= 4  # fwd, bwd, dg, dx
+
+
+def test_dispatch_without_gpu_uses_reference_and_forced_cuda_explains():
+    if any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("CPU-only behaviour")
+    paths = _paths(*SMALL[1])
+    x = jnp.ones((4, 2, paths.num_in))
+    w = jnp.ones((2, paths.num_weights, 2))
+    sp = jnp.zeros((4,), jnp.int32)
+    contract(x, w, sp, paths)
+    assert last_backend() == "reference"
+    with pytest.raises(RuntimeError, match="CUDA"):
+        contract(x, w, sp, paths, backend="cuda")
+
+
+# ------------------------------------------------------------------------------------------------
+# GPU: kernels vs the pure-JAX twin
+
+
+def _inputs(paths, n, c, s, dtype, seed, pad=0):
+    """Random unsorted inputs (call inside the matching x64 context)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, c, paths.num_in)).astype(dtype)
+    w = (rng.normal(size=(s, paths.num_weights, c)) / np.sqrt(paths.num_weights)).astype(dtype)
+    species = rng.integers(0, s, n).astype(np.int32)
+    if pad:
+        x[-pad:] = 0.0  # padding nodes: zero features, species 0
+        species[-pad:] = 0
+    return jnp.asarray(x, dtype), jnp.asarray(w, dtype), jnp.asarray(species)
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+def _cuda(x, w, sp, paths):
+    return contract(x, w, sp, paths, backend="cuda")
+
+
+def _ref(x, w, sp, paths):
+    return contract(x, w, sp, paths, backend="reference")
+
+
+GPU_CASES = [(case, np.float32) for case in [MP["S"], MP["M"], MP["L"], *SMALL]] + [
+    (case, np.float64) for case in [MP["L"], SMALL[0], SMALL[1]]
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("case", "dtype"), GPU_CASES)
+def test_gpu_forward_and_vjp(case, dtype):
+    paths = _paths(*case)
+    tol = 1e-11 if dtype == np.float64 else 2e-5
+    with jax.enable_x64(dtype == np.float64):
+        x, w, sp = _inputs(paths, n=300, c=16, s=7, dtype=dtype, seed=0, pad=5)
+        out = jax.jit(_cuda, static_argnums=3)(x, w, sp, paths)
+        ref = jax.jit(_ref, static_argnums=3)(x, w, sp, paths)
+        assert out.dtype == dtype and out.shape == ref.shape
+        assert _rel(out, ref) < tol
+        g = jnp.asarray(np.random.default_rng(1).normal(size=ref.shape), dtype)
+
+        def vjp(fn):
+            return jax.jit(lambda x_, w_: jax.vjp(lambda a, b: fn(a, b, sp, paths), x_, w_)[1](g))
+
+        (gx, gw), (gx_r, gw_r) = vjp(_cuda)(x, w), vjp(_ref)(x, w)
+        assert _rel(gx, gx_r) < tol and _rel(gw, gw_r) < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [MP["S"], MP["M"], MP["L"], SMALL[0]])
+def test_gpu_second_derivatives_force_loss(case):
+    """grad over (x, W) of a loss on d(energy)/dx: the force-training derivative."""
+    paths = _paths(*case)
+    with jax.enable_x64(True):
+        x, w, sp = _inputs(paths, n=150, c=8, s=5, dtype=np.float64, seed=2, pad=3)
+        rng = np.random.default_rng(3)
+        r = jnp.asarray(rng.normal(size=(x.shape[0], x.shape[1], paths.num_out)))
+        target = jnp.asarray(rng.normal(size=x.shape))
+
+        def loss(fn):
+            def energy(x_, w_):
+                out = fn(x_, w_, sp, paths)
+                return jnp.sum(out * r) + 0.1 * jnp.sum(out**2)
+
+            def total(x_, w_):
+                forces = jax.grad(energy)(x_, w_)
+                return jnp.sum((forces - target) ** 2) + energy(x_, w_)
+
+            return jax.jit(jax.grad(total, argnums=(0, 1)))
+
+        (dx, dw), (dx_r, dw_r) = loss(_cuda)(x, w), loss(_ref)(x, w)
+        assert _rel(dx, dx_r) < 1e-10 and _rel(dw, dw_r) < 1e-10
+
+
+@pytest.mark.gpu
+def test_gpu_check_grads_order_2():
+    from jax.test_util import check_grads
+
+    paths = _paths(*SMALL[0])
+    with jax.enable_x64(True):
+        x, w, sp = _inputs(paths, n=40, c=3, s=3, dtype=np.float64, seed=4)
+        check_grads(
+            lambda x_, w_: _cuda(x_, w_, sp, paths), (x, w), order=2, modes=["rev"], eps=1e-4
+        )
+
+
+@pytest.mark.gpu
+def test_gpu_out_of_range_species_and_backend_choice():
+    paths = _paths(*MP["M"])
+    x, w, sp = _inputs(paths, n=200, c=8, s=4, dtype=np.float32, seed=5)
+    sp = sp.at[:3].set(jnp.array([-1, 4, 99], jnp.int32))
+    out = jax.jit(_cuda, static_argnums=3)(x, w, sp, paths)
+    ref = jax.jit(_ref, static_argnums=3)(x, w, sp, paths)
+    assert _rel(out, ref) < 2e-5
+    assert np.all(np.asarray(out[:3]) == 0.0)
+    contract(x, w, sp, paths)
+    assert last_backend() == "cuda"
+
+
+@pytest.mark.gpu
+def test_gpu_many_nodes_one_species_and_vmap():
+    paths = _paths(*MP["S"])
+    x, w, sp = _inputs(paths, n=3000, c=32, s=2, dtype=np.float32, seed=6)
+    sp = jnp.zeros_like(sp)  # one item per 128 nodes, all one species
+    assert _rel(_cuda(x, w, sp, paths), _ref(x, w, sp, paths)) < 2e-5
+    xb = jnp.stack([x[:100], x[100:200]])
+    spb = jnp.stack([sp[:100], sp[100:200]])
+    outb = jax.vmap(lambda a, b: _cuda(a, w, b, paths))(xb, spb)
+    refb = jax.vmap(lambda a, b: _ref(a, w, b, paths))(xb, spb)
+    assert _rel(outb, refb) < 2e-5
