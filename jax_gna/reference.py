@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -98,6 +99,7 @@ def _from_groups(x: jax.Array, plans: list[_AxisPlan]) -> jax.Array:
     return x[(slice(None),) + tuple(slice(0, p.n) for p in plans)]
 
 
+@partial(jax.jit, static_argnames=("params", "scale", "query_tile"))
 def gna_reference(
     query: jax.Array,
     key: jax.Array,
@@ -118,7 +120,8 @@ def gna_reference(
 
     Returns:
       ``(out, lse)``: ``out`` ``[B, *spatial, heads_q, head_dim_v]`` in ``value.dtype`` and the
-      float32 (float64 for float64 inputs) natural-log sum of exponentials of the scaled scores ``[B, *spatial, heads_q]``.
+      float32 (float64 for float64 inputs) natural-log sum of exponentials of the scaled
+      scores ``[B, *spatial, heads_q]``.
     """
     rank = params.rank
     batch = query.shape[0]

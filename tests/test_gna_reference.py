@@ -146,7 +146,7 @@ def test_gradients_numerically(spatial, w, s, d, causal):
             out, lse = jax_gna.neighborhood_attention(q, k, v, w, s, d, causal, return_lse=True)
             return out, lse
 
-        check_grads(f, (q, k, v), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+        check_grads(jax.jit(f), (q, k, v), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
 def test_gradient_matches_brute_force_autodiff():
