@@ -72,14 +72,14 @@ class IrrepsLinear(nnx.Module):
         missing = [k for k in mul_out if k not in mul_in]
         if missing:
             raise ValueError(f"IrrepsLinear: output irreps {missing} are not in the input")
-        self.mul_in = nnx.static(dict(mul_in))
+        self.fan_in = nnx.static(tuple((k, mul_in[k]) for k in mul_out))
         self.w = nnx.Dict(
             {k: nnx.Param(normal_init(rngs, (mul_in[k], m))) for k, m in mul_out.items()}
         )
 
     def __call__(self, feats: Features) -> Features:
         return {
-            k: jnp.einsum("ncd,ck->nkd", feats[k], w[...]) / np.sqrt(self.mul_in[k])
+            k: jnp.einsum("ncd,ck->nkd", feats[k], w[...]) / np.sqrt(dict(self.fan_in)[k])
             for k, w in self.w.items()
         }
 
@@ -94,7 +94,7 @@ class SpeciesLinear(nnx.Module):
         missing = [k for k in mul_out if k not in mul_in]
         if missing:
             raise ValueError(f"SpeciesLinear: output irreps {missing} are not in the input")
-        self.mul_in = nnx.static(dict(mul_in))
+        self.fan_in = nnx.static(tuple((k, mul_in[k]) for k in mul_out))
         self.w = nnx.Dict(
             {
                 k: nnx.Param(normal_init(rngs, (num_species, mul_in[k], m)))
@@ -105,7 +105,7 @@ class SpeciesLinear(nnx.Module):
     def __call__(self, feats: Features, species_onehot: jax.Array) -> Features:
         return {
             k: jnp.einsum("ns,ncd,sck->nkd", species_onehot, feats[k], w[...])
-            / np.sqrt(self.mul_in[k])
+            / np.sqrt(dict(self.fan_in)[k])
             for k, w in self.w.items()
         }
 

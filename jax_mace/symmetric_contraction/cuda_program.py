@@ -24,9 +24,9 @@ builds a per-lane table of products ``V[e] = U[alpha_e][i_e] * U[beta_e][j_e]`` 
 *Carrier* slots (the first records of a group) also emit ``z = V[q] * Uf[kk] * Y[o]`` with
 ``Y[o] = V[yslot[o]]``, summed over the nodes of a species into ``Z[s, c, cj_t] += cm_t * z``:
 the reduction that turns into the weight gradient. Slots come in records of three; padding slots
-read the table's zero row ``V[nv]`` with ``T = 0``. The top two bits of ``goff[g]`` hold the
-number of used slots in the group's last (non-carrier) record when it is partial (the kernel
-skips the unused gathers there).
+read the table's zero row ``V[nv]`` with ``T = 0``. Only non-empty groups are listed; a group's
+``tail`` is the number of used slots in its last (non-carrier) record when that is partial (the
+kernel skips the unused gathers there), and ``Uf[kk]`` is read from the table (``V[uslot]``).
 
 **Programs** (``g``: cotangent of ``out``; ``hx, hZ``: cotangents of ``gx, Z``):
 
@@ -136,11 +136,11 @@ class EngineProgram:
     """A packed engine program (see the module docstring for the semantics).
 
     ``i32`` holds, at the offsets in ``offsets``: ``smap [6*289]`` (table slot of entry
-    ``(kind, i, j)`` or 0xFFFF), ``goff [G+1]``, ``gcoff [G]`` (record ranges and carrier ends per
-    group ``g = o * 17 * nops + kk``; bits 14-15 of ``goff``: tail), ``yslot [mout]``, ``qpack
-    [R]`` (three slots at bits :data:`Q_SHIFT`; padding = the zero row ``nv``),
-    ``tj [3R]`` (``j | src << 30``, -1 = none) and ``cj [3R]``. ``f64`` holds ``mult [3R]`` and
-    ``cm [3R]``.
+    ``(kind, i, j)`` or 0xFFFF), ``glist [NG, 4]`` (per non-empty group, sorted by output row:
+    ``r0 | tail << 14 | uslot << 16``, carrier end, record end, output row ``o``; ``V[uslot] =
+    Uf[kk]``), ``yslot [mout]``, ``qpack [R]`` (three slots at bits :data:`Q_SHIFT`; padding =
+    the zero row ``nv``), ``tj [3R]`` (``j | src << 30``, -1 = none) and ``cj [3R]``. ``f64``
+    holds ``mult [3R]`` and ``cm [3R]``.
     """
 
     name: str
@@ -150,6 +150,7 @@ class EngineProgram:
     nv: int  # table slots
     kinds: int  # bit mask of the table kinds used
     num_records: int
+    num_groups: int
     has_carry: bool
     num_terms: int  # base terms D (row length of T0, T1 and Z)
     i32: np.ndarray
@@ -166,10 +167,10 @@ class EngineProgram:
             nv=self.nv,
             kinds=self.kinds,
             nrec=self.num_records,
+            ngroups=self.num_groups,
             carry=int(self.has_carry),
             nterms=self.num_terms,
-            off_goff=o["goff"],
-            off_gcoff=o["gcoff"],
+            off_glist=o["glist"],
             off_yslot=o["yslot"],
             off_qpack=o["qpack"],
             off_tj=o["tj"],
@@ -184,9 +185,18 @@ def _canon(alpha: int, i: int, beta: int, j: int) -> tuple[int, int, int, int]:
     return alpha, i, beta, j
 
 
+def _uslot_entry(kk: int) -> tuple[int, int, int, int]:
+    """Table entry holding ``Uf[kk]`` itself (a product with the constant 1)."""
+    op, i = divmod(kk, NREG)
+    return _canon(op, i, op, ONE)
+
+
 def _pack(name: str, terms: list[_Term], nops: int, mout: int, mreal: int, yop: int, d: int):
     kk_n = NREG * nops
-    entries = {t.q for t in terms}
+    for t in terms:
+        if not (0 <= t.o < mout and 0 <= t.kk < kk_n):
+            raise AssertionError(f"term out of range in {name}: {t}")
+    entries = {t.q for t in terms} | {_uslot_entry(t.kk) for t in terms}
     if yop >= 0:
         entries |= {_canon(yop, o, yop, ONE) for o in range(mout)}
     entries = sorted(entries, key=lambda e: (KIND_PAIRS.index((e[0], e[2])), e[1], e[3]))
@@ -204,31 +214,25 @@ def _pack(name: str, terms: list[_Term], nops: int, mout: int, mreal: int, yop: 
     if yop >= 0:
         yslot[:] = [slot[_canon(yop, o, yop, ONE)] for o in range(mout)]
 
-    groups: dict[int, tuple[list[_Term], list[_Term]]] = defaultdict(lambda: ([], []))
+    groups: dict[tuple[int, int], tuple[list[_Term], list[_Term]]] = defaultdict(lambda: ([], []))
     for t in terms:
-        if not (0 <= t.o < mout and 0 <= t.kk < kk_n):
-            raise AssertionError(f"term out of range in {name}: {t}")
-        groups[t.o * kk_n + t.kk][0 if t.carry_j >= 0 else 1].append(t)
-    num_groups = mout * kk_n
-    goff = np.zeros(num_groups + 1, np.int64)
-    gcoff = np.zeros(num_groups, np.int64)
+        groups[(t.o, t.kk)][0 if t.carry_j >= 0 else 1].append(t)
     recs: list[list[_Term | None]] = []
-    tails = np.zeros(num_groups + 1, np.int64)
-    for g in range(num_groups):
-        goff[g] = len(recs)
-        carriers, normal = groups.get(g, ([], []))
+    glist = []
+    for o, kk in sorted(groups):
+        carriers, normal = groups[(o, kk)]
+        r0 = len(recs)
         for part in (carriers, normal):
             for r in range(0, len(part), 3):
                 chunk = part[r : r + 3]
                 recs.append(chunk + [None] * (3 - len(chunk)))
             if part is carriers:
-                gcoff[g] = len(recs)
-        tails[g] = len(normal) % 3
-    goff[num_groups] = len(recs)
+                rc = len(recs)
+        tail = len(normal) % 3
+        glist.append((r0 | (tail << 14) | (slot[_uslot_entry(kk)] << 16), rc, len(recs), o))
     nrec = len(recs)
     if nrec >= MAX_RECORDS:
         raise ValueError(f"program {name} has {nrec} records (max {MAX_RECORDS - 1})")
-    goff = goff | (tails << 14)
     qpack = np.zeros(nrec, np.int64)
     tj = np.full(3 * nrec, -1, np.int64)
     cj = np.full(3 * nrec, -1, np.int64)
@@ -247,8 +251,7 @@ def _pack(name: str, terms: list[_Term], nops: int, mout: int, mreal: int, yop: 
             cm[3 * r + s] = t.carry_m
     parts = [
         ("smap", smap.reshape(-1)),
-        ("goff", goff),
-        ("gcoff", gcoff),
+        ("glist", np.asarray(glist, np.int64).reshape(-1)),
         ("yslot", yslot),
         ("qpack", qpack),
         ("tj", tj),
@@ -268,6 +271,7 @@ def _pack(name: str, terms: list[_Term], nops: int, mout: int, mreal: int, yop: 
         nv=len(entries),
         kinds=kinds,
         num_records=nrec,
+        num_groups=len(glist),
         has_carry=any(t.carry_j >= 0 for t in terms),
         num_terms=d,
         i32=i32,
@@ -398,7 +402,6 @@ def emulate(
     for op, arr in enumerate(operands[: prog.nops]):
         u[op, :, :, : arr.shape[2]] = arr
     u[:, :, :, ONE] = 1.0
-    uf = u.transpose(1, 2, 0, 3).reshape(n, c, prog.nops * NREG)
     smap = i32[off["smap"] : off["smap"] + len(KIND_PAIRS) * NREG * NREG].reshape(6, NREG, NREG)
     v = np.zeros((prog.nv + 1, n, c))  # row nv stays zero
     for kind, (a, b) in enumerate(KIND_PAIRS):
@@ -406,10 +409,7 @@ def emulate(
             for j in range(NREG):
                 if smap[kind, i, j] != 0xFFFF:
                     v[smap[kind, i, j]] = u[a, :, :, i] * u[b, :, :, j]
-    kk_n = prog.nops * NREG
-    goff_raw = i32[off["goff"] : off["goff"] + prog.mout * kk_n + 1]
-    goff, tails = goff_raw & ((1 << 14) - 1), goff_raw >> 14
-    gcoff = i32[off["gcoff"] : off["gcoff"] + prog.mout * kk_n]
+    glist = i32[off["glist"] : off["glist"] + 4 * prog.num_groups].reshape(-1, 4)
     yslot = i32[off["yslot"] : off["yslot"] + prog.mout]
     qpack = i32[off["qpack"] : off["qpack"] + r]
     tj = prog.i32[off["tj"] : off["tj"] + 3 * r].astype(np.int64)
@@ -418,22 +418,21 @@ def emulate(
     tsrc = (t0, t1)
     out = np.zeros((n, c, prog.mout))
     z = np.zeros((t0.shape[0], c, prog.num_terms)) if prog.has_carry else None
-    for o in range(prog.mout):
-        for kk in range(kk_n):
-            g = o * kk_n + kk
-            s = np.zeros((n, c))
-            for rec in range(goff[g], goff[g + 1]):
-                for slot in range(3):
-                    if rec == goff[g + 1] - 1 and tails[g] and slot >= tails[g]:
-                        continue  # the kernel skips these gathers (they would read V[nv] = 0)
-                    q = (qpack[rec] >> Q_SHIFT[slot]) & 1023
-                    t = tj[3 * rec + slot]
-                    tval = 0.0
-                    if t >= 0:
-                        tval = mult[3 * rec + slot] * tsrc[t >> 30][species, :, t & ((1 << 30) - 1)]
-                    s += tval * v[q]
-                    if rec < gcoff[g] and cj[3 * rec + slot] >= 0:
-                        zz = v[q] * uf[:, :, kk] * v[yslot[o]]
-                        np.add.at(z[:, :, cj[3 * rec + slot]], species, cm[3 * rec + slot] * zz)
-            out[:, :, o] += uf[:, :, kk] * s
+    for g0, rc, r1, o in glist:
+        r0, tail, uslot = g0 & ((1 << 14) - 1), (g0 >> 14) & 3, g0 >> 16
+        s = np.zeros((n, c))
+        for rec in range(r0, r1):
+            for slot in range(3):
+                if rec == r1 - 1 and rec >= rc and tail and slot >= tail:
+                    continue  # the kernel skips these gathers (they would read V[nv] = 0)
+                q = (qpack[rec] >> Q_SHIFT[slot]) & 1023
+                t = tj[3 * rec + slot]
+                tval = 0.0
+                if t >= 0:
+                    tval = mult[3 * rec + slot] * tsrc[t >> 30][species, :, t & ((1 << 30) - 1)]
+                s += tval * v[q]
+                if rec < rc and cj[3 * rec + slot] >= 0:
+                    zz = v[q] * v[uslot] * v[yslot[o]]
+                    np.add.at(z[:, :, cj[3 * rec + slot]], species, cm[3 * rec + slot] * zz)
+        out[:, :, o] += v[uslot] * s
     return out[:, :, : prog.mreal], z

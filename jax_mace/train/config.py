@@ -74,6 +74,9 @@ class OutputConfig:
     checkpoint_every: int = 1  # epochs
     keep_checkpoints: int = 2
     progress_bar: bool = True
+    # Stop (as if interrupted) after this many epochs of this invocation; the schedule still
+    # follows training.max_epochs, so a --resume continues exactly.
+    stop_after_epochs: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -54,7 +54,7 @@ def train(cfg: TrainConfig, resume: bool = False, datasets: Datasets | None = No
     tx = make_optimizer(opt)
     graphdef, state = init_state(model, tx)
     compute_stress = opt.stress_weight > 0
-    train_step = make_train_step(graphdef, tx, opt.ema_decay, compute_stress)
+    train_step = make_train_step(graphdef, opt, compute_stress)
     eval_step = make_eval_step(graphdef, compute_stress)
     train_cap = capacity_for(datasets.train, opt.batch_size)
     eval_graphs = datasets.valid + datasets.test
@@ -96,6 +96,7 @@ def train(cfg: TrainConfig, resume: bool = False, datasets: Datasets | None = No
     stop_reason = "max_epochs"
     val_text = ""
     lr = opt.lr
+    epochs_run = 0
     while epoch < opt.max_epochs:
         batches = list(
             iterate_batches(
@@ -134,6 +135,14 @@ def train(cfg: TrainConfig, resume: bool = False, datasets: Datasets | None = No
         epoch_done = step_in_epoch == len(batches)
         if epoch_done:
             epoch, step_in_epoch = epoch + 1, 0
+            epochs_run += 1
+            if (
+                not stop
+                and cfg.output.stop_after_epochs
+                and epochs_run >= cfg.output.stop_after_epochs
+                and epoch < opt.max_epochs
+            ):
+                stop = "stop_after_epochs"
         elapsed = elapsed_before + time.perf_counter() - t_loop
         if epoch_done and (epoch % opt.eval_every == 0 or stop or epoch == opt.max_epochs):
             entry = {"epoch": epoch, "step": step, "elapsed_s": round(elapsed, 2), "lr": lr}

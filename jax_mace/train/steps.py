@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -50,13 +51,28 @@ def init_state(model: MACE, tx: optax.GradientTransformation) -> tuple[nnx.Graph
     return graphdef, state
 
 
-def make_train_step(
-    graphdef: nnx.GraphDef,
-    tx: optax.GradientTransformation,
-    ema_decay: float | None,
-    compute_stress: bool,
-) -> Callable:
-    """``step(state, batch, weights, lr) -> (state, loss, sums)``, jitted, state donated."""
+def make_train_step(graphdef: nnx.GraphDef, cfg: OptimConfig, compute_stress: bool) -> Callable:
+    """``step(state, batch, weights, lr) -> (state, loss, sums)``, jitted.
+
+    Cached on the settings it depends on, so runs with the same model structure and optimizer
+    (e.g. a resumed run in the same process) reuse one compiled step.
+    """
+    return _train_step(
+        graphdef,
+        cfg.optimizer,
+        cfg.clip_norm,
+        cfg.beta1,
+        cfg.beta2,
+        cfg.ema_decay,
+        compute_stress,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _train_step(graphdef, optimizer, clip_norm, beta1, beta2, ema_decay, compute_stress):
+    tx = make_optimizer(
+        OptimConfig(optimizer=optimizer, clip_norm=clip_norm, beta1=beta1, beta2=beta2)
+    )
 
     def loss_fn(params, batch, weights):
         pred = predict(nnx.merge(graphdef, params), batch, compute_stress, include_e0=False)
@@ -81,6 +97,7 @@ def make_train_step(
     return step
 
 
+@functools.lru_cache(maxsize=8)
 def make_eval_step(graphdef: nnx.GraphDef, compute_stress: bool) -> Callable:
     """``eval(params, batch) -> (loss-free) error sums`` and predictions, jitted."""
     unit = {"energy": 1.0, "forces": 1.0, "stress": 1.0}
