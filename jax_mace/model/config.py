@@ -27,6 +27,9 @@ class MACEConfig:
         e0s: per-species reference energies (eV); zeros if None.
         scale, shift: node interaction energy ``= scale * readouts + shift`` (eV).
         residual_first: residual skip on the first layer too (MACE: False).
+        learnable_shift: add a trainable per-element energy offset (starts at zero). Forces do
+            not depend on it, so only the energy loss moves it; with forces weighted 1000:1 it
+            stops the mean energy from drifting while the forces are fitted.
         contraction_backend: backend of the symmetric contraction (None = default).
     """
 
@@ -45,6 +48,7 @@ class MACEConfig:
     scale: float = 1.0
     shift: float = 0.0
     residual_first: bool = False
+    learnable_shift: bool = True
     contraction_backend: str | None = None
 
     def __post_init__(self):

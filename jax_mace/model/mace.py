@@ -25,7 +25,8 @@ class MACE(nnx.Module):
     Per layer ``t``: atomic basis ``A = Interaction(h)`` (``0e+1o+...`` up to ``max_ell``),
     ``h <- Linear(SymmetricContraction(A)) + SpeciesLinear(h)`` (the residual from the second
     layer on), node energy ``+= Readout_t(h)``. The node energy is
-    ``E0[z] + scale * sum_t Readout_t + shift`` (eV); padding contributes nothing.
+    ``E0[z] + scale * sum_t Readout_t + shift (+ learned offset[z])`` (eV); padding contributes
+    nothing.
     """
 
     def __init__(self, config: MACEConfig, *, rngs: nnx.Rngs):
@@ -35,6 +36,7 @@ class MACE(nnx.Module):
         basis_keys = [_parity_key(l) for l in range(config.max_ell + 1)]
         s = config.num_species
         self.embedding = nnx.Param(normal_init(rngs, (s, c)))
+        self.energy_shift = nnx.Param(jnp.zeros(s)) if config.learnable_shift else None
         interactions, products, skips, readouts = [], [], [], []
         keys_in = ["0e"]
         for t in range(config.num_interactions):
@@ -126,6 +128,8 @@ class MACE(nnx.Module):
             inter = inter + readout(feats)
 
         node_e = cfg.scale * inter + cfg.shift
+        if self.energy_shift is not None:
+            node_e = node_e + self.energy_shift[...].astype(dtype)[species]
         if include_e0:
             e0 = np.zeros(cfg.num_species) if cfg.e0s is None else np.asarray(cfg.e0s)
             node_e = node_e + jnp.asarray(e0, dtype)[species]

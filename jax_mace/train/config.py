@@ -71,6 +71,7 @@ class OutputConfig:
     """Run directory layout: checkpoints, the final model and the results JSON."""
 
     dir: str = "runs/mace"
+    checkpoints: bool = True
     checkpoint_every: int = 1  # epochs
     keep_checkpoints: int = 2
     progress_bar: bool = True

@@ -65,7 +65,12 @@ def train(cfg: TrainConfig, resume: bool = False, datasets: Datasets | None = No
         total_steps = min(total_steps, opt.max_steps)
 
     os.makedirs(cfg.output.dir, exist_ok=True)
-    ckpt = Checkpointer(os.path.join(cfg.output.dir, "checkpoints"), cfg.output.keep_checkpoints)
+    ckpt = None
+    if cfg.output.checkpoints:
+        ckpt_dir = os.path.join(cfg.output.dir, "checkpoints")
+        ckpt = Checkpointer(ckpt_dir, cfg.output.keep_checkpoints)
+    elif resume:
+        raise ValueError(f"{cfg.source}: --resume needs output.checkpoints: true")
     history: list[dict] = []
     plateau = PlateauState()
     epoch, step_in_epoch, elapsed_before = 0, 0, 0.0
@@ -82,6 +87,8 @@ def train(cfg: TrainConfig, resume: bool = False, datasets: Datasets | None = No
         return p
 
     def checkpoint(step: int, elapsed: float) -> None:
+        if ckpt is None:
+            return
         meta = {
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
@@ -107,6 +114,7 @@ def train(cfg: TrainConfig, resume: bool = False, datasets: Datasets | None = No
                 seed=_epoch_seed(opt.seed, epoch),
             )
         )
+        batches = jax.device_put(batches)  # one transfer per epoch, not per step
         bar = tqdm(
             batches[step_in_epoch:],
             desc=f"epoch {epoch + 1}/{opt.max_epochs}",
@@ -115,6 +123,8 @@ def train(cfg: TrainConfig, resume: bool = False, datasets: Datasets | None = No
             dynamic_ncols=True,
         )
         stop = None
+        t_epoch = time.perf_counter()
+        steps_before = step
         for batch in bar:
             elapsed = elapsed_before + time.perf_counter() - t_loop
             p = progress(step, elapsed)
@@ -132,6 +142,8 @@ def train(cfg: TrainConfig, resume: bool = False, datasets: Datasets | None = No
             if stop:
                 break
         bar.close()
+        jax.block_until_ready(state.step)
+        epoch_s = time.perf_counter() - t_epoch
         epoch_done = step_in_epoch == len(batches)
         if epoch_done:
             epoch, step_in_epoch = epoch + 1, 0
@@ -144,8 +156,15 @@ def train(cfg: TrainConfig, resume: bool = False, datasets: Datasets | None = No
             ):
                 stop = "stop_after_epochs"
         elapsed = elapsed_before + time.perf_counter() - t_loop
-        if epoch_done and (epoch % opt.eval_every == 0 or stop or epoch == opt.max_epochs):
-            entry = {"epoch": epoch, "step": step, "elapsed_s": round(elapsed, 2), "lr": lr}
+        if stop or (epoch_done and (epoch % opt.eval_every == 0 or epoch == opt.max_epochs)):
+            entry = {
+                "epoch": epoch + step_in_epoch / len(batches),
+                "step": step,
+                "elapsed_s": round(elapsed, 2),
+                "epoch_s": round(epoch_s, 3),
+                "steps_per_s": round((step - steps_before) / max(epoch_s, 1e-9), 2),
+                "lr": lr,
+            }
             if datasets.valid:
                 val = evaluate(
                     eval_step, state.ema_params, datasets.valid, opt.eval_batch_size, eval_cap
@@ -161,16 +180,19 @@ def train(cfg: TrainConfig, resume: bool = False, datasets: Datasets | None = No
                 )
             history.append(entry)
             tqdm.write(json.dumps(entry))
+            with open(os.path.join(cfg.output.dir, "history.json"), "w") as f:
+                json.dump(history, f, indent=1)
         if stop or (epoch_done and epoch % cfg.output.checkpoint_every == 0):
             checkpoint(step, elapsed)
         if stop:
             stop_reason = stop
             break
     else:
-        if ckpt.latest_step() != step:
+        if ckpt is not None and ckpt.latest_step() != step:
             checkpoint(step, elapsed_before + time.perf_counter() - t_loop)
     train_wall = elapsed_before + time.perf_counter() - t_loop
-    ckpt.close()
+    if ckpt is not None:
+        ckpt.close()
 
     final_model = nnx.merge(graphdef, state.ema_params)
     save_model(os.path.join(cfg.output.dir, "model"), final_model)
