@@ -1,0 +1,152 @@
+"""Assembles README.md from docs/*.md sections and the measured results in bench/results/*.json.
+
+The performance tables are generated from the JSON files only (what a benchmark measured), so
+the README never quotes a number nobody measured. Run after a benchmark lands:
+
+    python tools/build_readme.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+HEADER = """\
+```bash
+pip install -e . && python examples/gna_quickstart.py
+pip install -e ".[test]" && python -m pytest -n 2 -q
+```
+
+The first command runs the main demo (GNA on an image-sized 2-D grid: the simulator's bound,
+the attention call, an exact output check); the second installs the test extras and runs the
+test suite on the CPU (GPU tests are skipped without a GPU). Both work on a fresh machine with
+Python 3.11 or 3.12.
+
+# jax-gna-mace
+
+JAX libraries for two kinds of sparse, locality-driven computation:
+
+1. **Generalized Neighborhood Attention (GNA)** (`jax_gna`, `simulator`): sliding-window,
+   strided and blocked attention over 1-D/2-D/3-D token grids with NATTEN's exact semantics, a
+   memory-efficient pure-JAX implementation, Flax layers, a fused CUDA kernel for Hopper, and a
+   NumPy simulator of the speedup a tiled kernel can reach.
+2. **MACE** (`jax_mace`): the equivariant interatomic potential in Flax, with a symmetric tensor
+   contraction written as a sparse polynomial (pure JAX and a fused CUDA kernel) and a balancer
+   that packs molecular graphs into equal-work, statically shaped per-device batches.
+
+Every kernel has a pure-JAX twin (the CPU path, the fallback, and the test oracle);
+`jax_gna.cuda_status()` and `jax_mace.cuda_status()` say whether the CUDA extension is usable.
+"""
+
+SECTIONS = [
+    "gna_api.md",
+    "simulator.md",
+    "gna_cuda.md",
+    "mace.md",
+    "symcon_cuda.md",
+    "balance.md",
+    "building.md",
+]
+
+
+def _load(pattern: str) -> list[tuple[str, dict]]:
+    return [(p.name, json.loads(p.read_text())) for p in sorted(RESULTS.glob(pattern))]
+
+
+def _fmt(x, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def balance_table() -> list[str]:
+    lines = []
+    for name, data in _load("balance_results.json"):
+        lines += [
+            f"Balancer (`{name}`, CPU planning; cost model {data.get('cost_model')}):",
+            "",
+            "| case | method | steps | cost waste | mean max/mean | worst max/mean | plan s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for case, block in data["cases"].items():
+            for row in block["rows"]:
+                lines.append(
+                    f"| {case} | {row['method']} | {row['num_steps']} | "
+                    f"{100 * row['waste']['cost']:.1f}% | {_fmt(row['mean_max_over_mean'], 4)} | "
+                    f"{_fmt(row['worst_max_over_mean'], 4)} | {_fmt(row['planning_seconds'])} |"
+                )
+        lines.append("")
+    return lines
+
+
+def multigpu_table() -> list[str]:
+    lines = []
+    for name, data in _load("multigpu_*.json"):
+        lines += [
+            f"Multi-GPU MACE training (`{name}`: {data.get('device_kind')}, jax "
+            f"{data.get('jax')}, {data.get('hidden_irreps')}, {data.get('num_graphs')} graphs):",
+            "",
+            "| GPUs | batching | step ms (median) | graphs/s | vs fixed count | scaling eff. |",
+            "|---|---|---|---|---|---|",
+        ]
+        for run in data["runs"]:
+            lines.append(
+                f"| {run['num_devices']} | {run['method']} | "
+                f"{1e3 * run['step_time_median_s']:.1f} | {run['graphs_per_s']:.0f} | "
+                f"{_fmt(run.get('speedup_vs_fixed_count'))} | "
+                f"{_fmt(run.get('scaling_efficiency'))} |"
+            )
+        lines.append("")
+    return lines
+
+
+def simulator_table() -> list[str]:
+    lines = []
+    for name, data in _load("simulator_*.json"):
+        lines += [
+            f"Simulator speed (`{name}`, {data['machine'].get('cpu')}):",
+            "",
+            "| case | median s | target s | speedup bound |",
+            "|---|---|---|---|",
+        ]
+        for row in data["results"]:
+            lines.append(
+                f"| {row['case']} | {row['median_s']:.4f} | {_fmt(row.get('target_s'), 1)} | "
+                f"{_fmt(row.get('speedup_bound'))} |"
+            )
+        lines.append("")
+    return lines
+
+
+def generic_tables() -> list[str]:
+    """Kernel and training benchmarks provide their own ``readme_table`` (markdown rows)."""
+    lines = []
+    patterns = ("gna_*.json", "symcon_*.json", "mace_*.json")
+    for pattern in patterns:
+        for name, data in _load(pattern):
+            table = data.get("readme_table")
+            if not table:
+                continue
+            lines += [f"`{name}` ({data.get('gpu') or data.get('device')}):", "", *table, ""]
+    return lines
+
+
+def main() -> None:
+    parts = [HEADER]
+    for section in SECTIONS:
+        path = ROOT / "docs" / section
+        if path.exists():
+            parts.append(path.read_text().strip() + "\n")
+    perf = generic_tables() + simulator_table() + balance_table() + multigpu_table()
+    parts.append(
+        "## Performance (generated from bench/results/*.json)\n\n"
+        "Every number below was measured by a script in `bench/`; ratios are against a baseline "
+        "measured in the same run on the same device.\n\n" + "\n".join(perf)
+    )
+    (ROOT / "README.md").write_text("\n".join(parts))
+    print(f"README.md written ({len(parts)} parts)")
+
+
+if __name__ == "__main__":
+    main()
