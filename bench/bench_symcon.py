@@ -107,8 +107,12 @@ def bench_case(model: str, n: int, bw: float, do_ref: bool, do_cueq: bool, seed:
     def ours(x_, w_):
         return symmetric_contraction_cuda(x_, w_, sp, paths)
 
-    def ref(x_, w_):
+    def ref(x_, w_):  # as the model runs it (default matmul precision: TF32 on GPU)
         return symmetric_contraction(x_, w_, sp, paths)
+
+    def ref_hi(x_, w_):  # fp32 matmuls for the error check
+        with jax.default_matmul_precision("highest"):
+            return symmetric_contraction(x_, w_, sp, paths)
 
     def fb_of(f, gg):
         return jax.jit(jax.value_and_grad(lambda a, b: jnp.vdot(f(a, b), gg), argnums=(0, 1)))
@@ -116,8 +120,8 @@ def bench_case(model: str, n: int, bw: float, do_ref: bool, do_cueq: bool, seed:
     res["ours_fwd"] = timeit(jax.jit(ours), x, w)
     res["ours_fwdbwd"] = timeit(fb_of(ours, g), x, w)
     if do_ref:
-        out_o, out_r = jax.jit(ours)(x, w), jax.jit(ref)(x, w)
-        (_, (gx_o, gw_o)), (_, (gx_r, gw_r)) = fb_of(ours, g)(x, w), fb_of(ref, g)(x, w)
+        out_o, out_r = jax.jit(ours)(x, w), jax.jit(ref_hi)(x, w)
+        (_, (gx_o, gw_o)), (_, (gx_r, gw_r)) = fb_of(ours, g)(x, w), fb_of(ref_hi, g)(x, w)
         res["rel_err_vs_ref"] = {
             "out": _rel(out_o, out_r),
             "gx": _rel(gx_o, gx_r),
@@ -169,6 +173,55 @@ def bench_case(model: str, n: int, bw: float, do_ref: bool, do_cueq: bool, seed:
     return res
 
 
+def breakdown(model: str, n: int = 10_000, seed: int = 0) -> dict:
+    """Time each FFI call of the forward and backward separately (and engine warps per block)."""
+    import os
+
+    from jax_mace.symmetric_contraction import cuda as cu
+
+    paths = build_path_list(IRREPS_IN, MODELS[model], 3)
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(n, CHANNELS, paths.num_in)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(SPECIES, paths.num_weights, CHANNELS)), jnp.float32)
+    sp = jnp.asarray(rng.integers(0, SPECIES, n), jnp.int32)
+    g = jnp.asarray(rng.normal(size=(n, CHANNELS, paths.num_out)), jnp.float32)
+    sort = jax.jit(lambda s_: cu._sort(s_, SPECIES))
+    aux = sort(sp)
+    tbase = jax.jit(lambda w_: cu._tbase(paths, w_))
+    tw = tbase(w)
+    fwd = jax.jit(lambda x_, t_, a_: cu._engine(paths, "fwd", [x_], t_, t_, a_)[0])
+    bwd = jax.jit(lambda x_, t_, g_, a_: cu._engine(paths, "bwd", [x_, g_], t_, t_, a_))
+    z = bwd(x, tw, g, aux)[1]
+    wgrad = jax.jit(lambda z_: cu._wgrad(paths, z_))
+    res = {
+        "model": model,
+        "N": n,
+        "sort": timeit(sort, sp),
+        "tbase": timeit(tbase, w),
+        "wgrad": timeit(wgrad, z),
+        "engine_bwd": timeit(bwd, x, tw, g, aux),
+    }
+    for warps in ("4", "2", "1"):
+        os.environ["JAXK_SYMCON_WARPS"] = warps
+        res[f"engine_fwd_w{warps}"] = timeit(fwd, x, tw, aux)
+    os.environ.pop("JAXK_SYMCON_WARPS")
+    return res
+
+
+def profile_run(model: str = "MP-L", n: int = 10_000):
+    """One forward and one forward+backward call (for ncu)."""
+    paths = build_path_list(IRREPS_IN, MODELS[model], 3)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n, CHANNELS, paths.num_in)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(SPECIES, paths.num_weights, CHANNELS)), jnp.float32)
+    sp = jnp.asarray(rng.integers(0, SPECIES, n), jnp.int32)
+    f = jax.jit(lambda x_, w_: symmetric_contraction_cuda(x_, w_, sp, paths))
+    jax.block_until_ready(f(x, w))
+    g = jnp.ones((n, CHANNELS, paths.num_out), jnp.float32)
+    fb = jax.jit(jax.grad(lambda a, b: jnp.vdot(f(a, b), g), argnums=(0, 1)))
+    jax.block_until_ready(fb(x, w))
+
+
 def sanitize_run():
     """Tiny calls of every kernel (run under compute-sanitizer)."""
     paths = build_path_list(IRREPS_IN, "0e+1o", 3)
@@ -194,9 +247,18 @@ def main() -> None:
     ap.add_argument("--no-cueq", action="store_true")
     ap.add_argument("--train", action="store_true", help="also time a MACE-MP-medium step")
     ap.add_argument("--sanitize", action="store_true")
+    ap.add_argument("--breakdown", action="store_true", help="per-kernel times, then exit")
+    ap.add_argument("--profile", default=None, help="one forward call of this model (for ncu)")
     args = ap.parse_args()
     if args.sanitize:
         sanitize_run()
+        return
+    if args.profile:
+        profile_run(args.profile)
+        return
+    if args.breakdown:
+        for model in MODELS:
+            print(json.dumps(breakdown(model)), flush=True)
         return
     import jax_mace
 

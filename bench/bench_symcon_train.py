@@ -101,13 +101,19 @@ def train_step_bench(
 
         return jax.jit(jax.value_and_grad(loss)), state
 
+    grads = {}
     for backend in backends:
         step, state = make_step(backend)
         t0 = time.perf_counter()
-        loss_val, _ = jax.block_until_ready(step(state, batch))
+        loss_val, grads[backend] = jax.block_until_ready(step(state, batch))
         result[f"{backend}_compile_and_first_s"] = time.perf_counter() - t0
         result[f"{backend}_loss"] = float(loss_val)
         result[f"{backend}_step_ms"] = _timeit(step, state, batch)
+    if len(backends) == 2:  # default matmul precision: the reference's matmuls run in TF32
+        a, b = (jax.tree.leaves(grads[k]) for k in backends)
+        num = sum(float(jnp.sum((u - v) ** 2)) for u, v in zip(a, b, strict=True))
+        den = sum(float(jnp.sum(v**2)) for v in b)
+        result["grad_rel_diff_default_precision"] = float(np.sqrt(num / den))
 
     # The contractions alone: layer 1 (0e+1o+2e+3o -> 0e+1o), layer 2 (-> 0e), force-loss order.
     sp = batch.species
@@ -136,4 +142,16 @@ def train_step_bench(
 
 
 if __name__ == "__main__":
-    print(json.dumps(train_step_bench(), indent=1))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None, help="folder for symcon_train_<gpu>.json")
+    args = ap.parse_args()
+    res = train_step_bench()
+    res["gpu"] = jax.devices()[0].device_kind
+    print(json.dumps(res, indent=1))
+    if args.out:
+        name = "".join(ch if ch.isalnum() else "_" for ch in res["gpu"]).strip("_")
+        path = Path(args.out) / f"symcon_train_{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=1))

@@ -19,19 +19,10 @@
 
 namespace jaxk::mace::engine {
 
-constexpr int kStage = 33;      // row stride of the transposing stage buffers (conflict-free)
-constexpr int kSegRows = 30;    // carrier rows buffered before a reduction
-constexpr int kTailShift = 14;  // goff bits 14-15: used slots of a group's partial last record
-
-constexpr int KkPad(int nops) { return ((nops * kSymconNReg + 1) + 7) / 8 * 8; }
-
-// The 16-bit entry i of a row of u16 held in uint4 registers (i is a compile-time constant).
-__device__ __forceinline__ int U16At(const uint4* w, int i) {
-  const uint4& v = w[i / 8];
-  const int h = (i % 8) / 2;
-  const uint32_t word = h == 0 ? v.x : (h == 1 ? v.y : (h == 2 ? v.z : v.w));
-  return static_cast<int>((i % 2) ? (word >> 16) : (word & 0xffffu));
-}
+constexpr int kStage = 33;       // row stride of the transposing stage buffers (conflict-free)
+constexpr int kSegRows = 30;     // carrier rows buffered before a reduction
+constexpr int kTailShift = 14;   // glist.x bits 14-15: used slots of a group's partial last record
+constexpr int kUslotShift = 16;  // glist.x bits 16-25: table slot holding the group's Uf[kk]
 
 template <typename F>
 struct alignas(16) Rec {
@@ -128,8 +119,6 @@ __device__ __forceinline__ void FlushCarriers(const EngineParams& p, const F* se
 
 template <typename F, int NOPS, bool CARRY>
 __global__ void __launch_bounds__(128) SymconEngineKernel(const __grid_constant__ EngineParams p) {
-  constexpr int KK = NOPS * kSymconNReg;
-  constexpr int KKP = KkPad(NOPS);
   extern __shared__ __align__(16) unsigned char smem[];
   const int item = blockIdx.x;
   if (item >= *p.nitems) return;
@@ -147,17 +136,15 @@ __global__ void __launch_bounds__(128) SymconEngineKernel(const __grid_constant_
     return;
   }
 
-  uint16_t* goff = reinterpret_cast<uint16_t*>(smem + p.sm_goff);
-  uint16_t* gcoff = reinterpret_cast<uint16_t*>(smem + p.sm_gcoff);
+  int4* glist = reinterpret_cast<int4*>(smem + p.sm_glist);
   uint16_t* yslot = reinterpret_cast<uint16_t*>(smem + p.sm_yslot);
   Rec<F>* rec = reinterpret_cast<Rec<F>*>(smem + p.sm_rec);
   F* zacc = reinterpret_cast<F*>(smem + p.sm_zacc);
 
   // Program tables and this (species, channel)'s record coefficients.
-  for (int i = tid; i < p.mout * KKP; i += blockDim.x) {
-    const int o = i / KKP, kk = i - o * KKP;
-    goff[i] = kk <= KK ? static_cast<uint16_t>(p.prog[p.off_goff + o * KK + kk]) : 0;
-    if (CARRY) gcoff[i] = kk < KK ? static_cast<uint16_t>(p.prog[p.off_gcoff + o * KK + kk]) : 0;
+  for (int i = tid; i < p.ngroups; i += blockDim.x) {
+    const int* g = p.prog + p.off_glist + 4 * i;
+    glist[i] = make_int4(g[0], g[1], g[2], g[3]);
   }
   if (CARRY) {
     for (int i = tid; i < p.mout; i += blockDim.x) {
@@ -165,9 +152,15 @@ __global__ void __launch_bounds__(128) SymconEngineKernel(const __grid_constant_
     }
     for (int j = tid; j < p.d; j += blockDim.x) zacc[j] = F(0);
   }
+  // Stage this (species, channel)'s coefficient rows, then build the records from shared memory.
   const size_t trow = (static_cast<size_t>(s) * p.nc + c) * p.d;
-  const F* t0 = static_cast<const F*>(p.t0) + trow;
-  const F* t1 = static_cast<const F*>(p.t1) + trow;
+  F* trow0 = reinterpret_cast<F*>(smem + p.sm_trow);
+  F* trow1 = p.two_src ? trow0 + p.d : trow0;
+  for (int j = tid; j < p.d; j += blockDim.x) {
+    trow0[j] = static_cast<const F*>(p.t0)[trow + j];
+    if (p.two_src) trow1[j] = static_cast<const F*>(p.t1)[trow + j];
+  }
+  __syncthreads();
   const F* mult = static_cast<const F*>(p.progf);
   for (int r = tid; r < p.nrec; r += blockDim.x) {
     Rec<F> v;
@@ -177,7 +170,7 @@ __global__ void __launch_bounds__(128) SymconEngineKernel(const __grid_constant_
       F val = F(0);
       if (tj >= 0) {
         const int j = tj & 0x3fffffff;
-        val = mult[3 * r + t] * ((tj >> 30) ? t1[j] : t0[j]);
+        val = mult[3 * r + t] * ((tj >> 30) ? trow1[j] : trow0[j]);
       }
       v.t[t] = val;
     }
@@ -208,53 +201,28 @@ __global__ void __launch_bounds__(128) SymconEngineKernel(const __grid_constant_
     BuildTable<F, NOPS>(p, u, vt, lane);
     __syncwarp();
 
-    int rows = 0;
-    for (int o = 0; o < p.mout; ++o) {
-      uint4 gw[KKP / 8];
-      uint4 cw[KKP / 8];
-#pragma unroll
-      for (int w = 0; w < KKP / 8; ++w) {
-        gw[w] = reinterpret_cast<const uint4*>(goff + o * KKP)[w];
-        if (CARRY) cw[w] = reinterpret_cast<const uint4*>(gcoff + o * KKP)[w];
+    // Output rows without groups stay zero.
+    for (int o = 0; o < p.mreal; ++o) st[o * kStage + lane] = F(0);
+    int rows = 0, cur_o = -1;
+    F acc = F(0), yo = F(0);
+    for (int gi = 0; gi < p.ngroups; ++gi) {
+      const int4 gm = glist[gi];
+      const int r0 = gm.x & ((1 << kTailShift) - 1);
+      const int tail = (gm.x >> kTailShift) & 3;
+      const uint32_t uslot = static_cast<uint32_t>(gm.x) >> kUslotShift;
+      const int rc = gm.y, r1 = gm.z, o = gm.w;
+      if (o != cur_o) {  // groups are sorted by output row
+        if (cur_o >= 0 && cur_o < p.mreal) st[cur_o * kStage + lane] = acc;
+        acc = F(0);
+        cur_o = o;
+        if (CARRY && lane < nvalid) yo = vt[yslot[o] * 32 + lane];
       }
-      F yo = F(0);
-      if (CARRY && lane < nvalid) yo = vt[yslot[o] * 32 + lane];
-      F acc = F(0);
-#pragma unroll
-      for (int kk = 0; kk < KK; ++kk) {
-        const int g0 = U16At(gw, kk);
-        const int r0 = g0 & ((1 << kTailShift) - 1);
-        const int r1 = U16At(gw, kk + 1) & ((1 << kTailShift) - 1);
-        if (r0 == r1) continue;
-        const int tail = g0 >> kTailShift;
-        const F uk = u[kk / kSymconNReg][kk % kSymconNReg];
-        F sum = F(0);
-        int r = r0;
-        if (CARRY) {
-          const int rc = U16At(cw, kk);
-          const F f = uk * yo;
-          for (; r < rc; ++r) {
-            const Rec<F> rr = rec[r];
-            const F v0 = Tab::Load(lb, Slot0(rr.q));
-            const F v1 = Tab::Load(lb, Slot1(rr.q));
-            const F v2 = Tab::Load(lb, Slot2(rr.q));
-            sum = rr.t[0] * v0 + sum;
-            sum = rr.t[1] * v1 + sum;
-            sum = rr.t[2] * v2 + sum;
-            if (rows > kSegRows - 3) {
-              FlushCarriers<F>(p, seg, rowid, rows, zacc, lane);
-              rows = 0;
-            }
-            seg[(rows + 0) * kStage + lane] = v0 * f;
-            seg[(rows + 1) * kStage + lane] = v1 * f;
-            seg[(rows + 2) * kStage + lane] = v2 * f;
-            if (lane < 3) rowid[rows + lane] = 3 * r + lane;
-            rows += 3;
-          }
-        }
-        const int rfull = r1 - (tail ? 1 : 0);
-#pragma unroll 2
-        for (; r < rfull; ++r) {
+      const F uk = Tab::Load(lb, uslot);
+      F sum = F(0);
+      int r = r0;
+      if (CARRY) {
+        const F f = uk * yo;
+        for (; r < rc; ++r) {
           const Rec<F> rr = rec[r];
           const F v0 = Tab::Load(lb, Slot0(rr.q));
           const F v1 = Tab::Load(lb, Slot1(rr.q));
@@ -262,16 +230,37 @@ __global__ void __launch_bounds__(128) SymconEngineKernel(const __grid_constant_
           sum = rr.t[0] * v0 + sum;
           sum = rr.t[1] * v1 + sum;
           sum = rr.t[2] * v2 + sum;
+          if (rows > kSegRows - 3) {
+            FlushCarriers<F>(p, seg, rowid, rows, zacc, lane);
+            rows = 0;
+          }
+          seg[(rows + 0) * kStage + lane] = v0 * f;
+          seg[(rows + 1) * kStage + lane] = v1 * f;
+          seg[(rows + 2) * kStage + lane] = v2 * f;
+          if (lane < 3) rowid[rows + lane] = 3 * r + lane;
+          rows += 3;
         }
-        if (tail) {  // partial last record: skip the padding gathers
-          const Rec<F> rr = rec[rfull];
-          sum = rr.t[0] * Tab::Load(lb, Slot0(rr.q)) + sum;
-          if (tail == 2) sum = rr.t[1] * Tab::Load(lb, Slot1(rr.q)) + sum;
-        }
-        acc = sum * uk + acc;
       }
-      st[o * kStage + lane] = acc;
+      const int rfull = r1 - (tail ? 1 : 0);
+      F s1 = F(0), s2 = F(0);  // independent chains (FMA latency)
+#pragma unroll 4
+      for (; r < rfull; ++r) {
+        const Rec<F> rr = rec[r];
+        const F v0 = Tab::Load(lb, Slot0(rr.q));
+        const F v1 = Tab::Load(lb, Slot1(rr.q));
+        const F v2 = Tab::Load(lb, Slot2(rr.q));
+        sum = rr.t[0] * v0 + sum;
+        s1 = rr.t[1] * v1 + s1;
+        s2 = rr.t[2] * v2 + s2;
+      }
+      if (tail) {  // partial last record: skip the padding gathers
+        const Rec<F> rr = rec[rfull];
+        sum = rr.t[0] * Tab::Load(lb, Slot0(rr.q)) + sum;
+        if (tail == 2) s1 = rr.t[1] * Tab::Load(lb, Slot1(rr.q)) + s1;
+      }
+      acc = (sum + s1 + s2) * uk + acc;
     }
+    if (cur_o >= 0 && cur_o < p.mreal) st[cur_o * kStage + lane] = acc;
     if (CARRY && rows > 0) FlushCarriers<F>(p, seg, rowid, rows, zacc, lane);
     __syncwarp();
     // Coalesced store of the first mreal rows: out[node, c, 0..mreal-1].

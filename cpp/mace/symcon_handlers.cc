@@ -129,8 +129,8 @@ ffi::Error EngineImpl(cudaStream_t stream, ffi::AnyBuffer op0, ffi::AnyBuffer op
                       ffi::AnyBuffer op2, ffi::AnyBuffer t0, ffi::AnyBuffer t1, I32 perm, I32 items,
                       I32 nitems, I32 prog, ffi::AnyBuffer progf, ffi::Result<ffi::AnyBuffer> out,
                       ffi::Result<ffi::AnyBuffer> z, int64_t nops, int64_t mout, int64_t mreal,
-                      int64_t nv, int64_t kinds, int64_t nrec, int64_t carry, int64_t nterms,
-                      int64_t off_goff, int64_t off_gcoff, int64_t off_yslot, int64_t off_qpack,
+                      int64_t nv, int64_t kinds, int64_t nrec, int64_t ngroups, int64_t carry,
+                      int64_t nterms, int64_t off_glist, int64_t off_yslot, int64_t off_qpack,
                       int64_t off_tj, int64_t off_cj, ffi::Span<const int32_t> smap) {
   SymconDtype dtype;
   const ffi::DataType ft = op0.element_type();
@@ -173,9 +173,9 @@ ffi::Error EngineImpl(cudaStream_t stream, ffi::AnyBuffer op0, ffi::AnyBuffer op
     return Fail("engine", "perm [N], items [I, 4], nitems [1] expected");
   }
   const int64_t psize = static_cast<int64_t>(prog.element_count());
-  if (off_goff + mout * nops * kSymconNReg + 1 > psize || off_gcoff + mout * nops * 17 > psize ||
-      off_yslot + mout > psize || off_qpack + nrec > psize || off_tj + 3 * nrec > psize ||
-      off_cj + 3 * nrec > psize || progf.element_count() != static_cast<size_t>(6 * nrec)) {
+  if (ngroups < 0 || off_glist + 4 * ngroups > psize || off_yslot + mout > psize ||
+      off_qpack + nrec > psize || off_tj + 3 * nrec > psize || off_cj + 3 * nrec > psize ||
+      progf.element_count() != static_cast<size_t>(6 * nrec)) {
     return Fail("engine", "program buffers too small for their offsets");
   }
   if (!Dims(*out, {n, nc, mreal})) return Fail("engine", "out must be [N, C, mreal]");
@@ -201,8 +201,8 @@ ffi::Error EngineImpl(cudaStream_t stream, ffi::AnyBuffer op0, ffi::AnyBuffer op
   p.kinds = static_cast<int>(kinds);
   p.nrec = static_cast<int>(nrec);
   p.carry = static_cast<int>(carry);
-  p.off_goff = static_cast<int>(off_goff);
-  p.off_gcoff = static_cast<int>(off_gcoff);
+  p.ngroups = static_cast<int>(ngroups);
+  p.off_glist = static_cast<int>(off_glist);
   p.off_yslot = static_cast<int>(off_yslot);
   p.off_qpack = static_cast<int>(off_qpack);
   p.off_tj = static_cast<int>(off_tj);
@@ -270,10 +270,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SymconEngine, EngineImpl,
                                   .Attr<int64_t>("nv")
                                   .Attr<int64_t>("kinds")
                                   .Attr<int64_t>("nrec")
+                                  .Attr<int64_t>("ngroups")
                                   .Attr<int64_t>("carry")
                                   .Attr<int64_t>("nterms")
-                                  .Attr<int64_t>("off_goff")
-                                  .Attr<int64_t>("off_gcoff")
+                                  .Attr<int64_t>("off_glist")
                                   .Attr<int64_t>("off_yslot")
                                   .Attr<int64_t>("off_qpack")
                                   .Attr<int64_t>("off_tj")

@@ -1,6 +1,8 @@
 // Host side of an engine launch: shared-memory layout, warps per block, dtype dispatch.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+
 #include "mace/symcon_params.h"
 
 namespace jaxk::mace {
@@ -15,13 +17,9 @@ int Align16(int x) { return (x + 15) / 16 * 16; }
 }  // namespace
 
 int SymconEngineLayout(EngineParams* p, int fsize, int warps) {
-  const int kk = p->nops * kSymconNReg;
-  p->kkpad = (kk + 1 + 7) / 8 * 8;
   int off = 0;
-  p->sm_goff = off;
-  off = Align16(off + 2 * p->mout * p->kkpad);
-  p->sm_gcoff = off;
-  if (p->carry) off = Align16(off + 2 * p->mout * p->kkpad);
+  p->sm_glist = off;
+  off = Align16(off + 16 * p->ngroups);
   p->sm_yslot = off;
   off = Align16(off + 2 * kSymconNReg);
   p->sm_rec = off;
@@ -42,7 +40,12 @@ int SymconEngineLayout(EngineParams* p, int fsize, int warps) {
     w = Align16(w + 4 * 32);
   }
   p->warp_bytes = w;
-  return off + warps * w;
+  // The coefficient rows are only read while the records are built, before any warp region is
+  // used: they alias the warp regions.
+  p->sm_trow = off;
+  const int trow_bytes = fsize * p->d * (p->two_src ? 2 : 1);
+  const int total = off + warps * w;
+  return total > off + trow_bytes ? total : Align16(off + trow_bytes);
 }
 
 cudaError_t LaunchSymconEngine(SymconDtype dtype, EngineParams p, cudaStream_t stream) {
@@ -55,9 +58,16 @@ cudaError_t LaunchSymconEngine(SymconDtype dtype, EngineParams p, cudaStream_t s
   err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev);
   if (err != cudaSuccess) return err;
   const int fsize = dtype == SymconDtype::kF32 ? 4 : 8;
-  // Most resident warps per multiprocessor; ties go to bigger blocks (fewer coefficient builds).
+  p.two_src = p.t1 != p.t0;
+  // Most resident warps per multiprocessor; ties go to bigger blocks. JAXK_SYMCON_WARPS (1..4)
+  // caps the warps per block (for experiments).
+  int max_warps = 4;
+  if (const char* env = std::getenv("JAXK_SYMCON_WARPS")) {
+    const int v = std::atoi(env);
+    if (v >= 1 && v <= 4) max_warps = v;
+  }
   int best_warps = 0, best_resident = 0;
-  for (int warps = 4; warps >= 1; --warps) {
+  for (int warps = max_warps; warps >= 1; --warps) {
     const int bytes = SymconEngineLayout(&p, fsize, warps);
     if (bytes > optin) continue;
     int blocks = per_sm / (bytes + kReservedPerBlock);

@@ -67,10 +67,10 @@ struct EngineParams {
   void* z = nullptr;              // [ns, nc, d] (carrier sums), zeroed by the launcher
   int n = 0, nc = 0, ns = 0, d = 0, max_items = 0;
   int nops = 0, mout = 0, mreal = 0, nv = 0, kinds = 0, nrec = 0, carry = 0;
-  int off_goff = 0, off_gcoff = 0, off_yslot = 0, off_qpack = 0, off_tj = 0, off_cj = 0;
+  int ngroups = 0, off_glist = 0, off_yslot = 0, off_qpack = 0, off_tj = 0, off_cj = 0;
   // Shared-memory layout in bytes (filled by SymconEngineLayout).
-  int kkpad = 0;  // row stride of goff/gcoff (u16)
-  int sm_goff = 0, sm_gcoff = 0, sm_yslot = 0, sm_rec = 0, sm_zacc = 0, sm_warp0 = 0;
+  int two_src = 0;  // t1 differs from t0 (stage both coefficient rows)
+  int sm_trow = 0, sm_glist = 0, sm_yslot = 0, sm_rec = 0, sm_zacc = 0, sm_warp0 = 0;
   int warp_bytes = 0, w_v = 0, w_stage = 0, w_seg = 0, w_rowid = 0;
   uint16_t smap[kSymconKinds * kSymconMapSize] = {};  // table slot of (kind, i, j) or 0xFFFF
 };
