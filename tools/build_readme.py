@@ -119,10 +119,53 @@ def simulator_table() -> list[str]:
     return lines
 
 
+def gna_reference_table() -> list[str]:
+    rows = _load("gna_reference_*.json")
+    if not rows:
+        return []
+    lines = [
+        "Pure-JAX GNA reference, 3-D grid 16x64x64, 16 heads x 64, bf16, window 3x7x7 "
+        "(`bench/bench_gna_reference.py`; dense fp32 scores would need 275 GB):",
+        "",
+        "| device | jax | forward s | fwd+bwd s | temp memory fwd / fwd+bwd GiB |",
+        "|---|---|---|---|---|",
+    ]
+    for _, data in rows:
+        f, fb = data["results"]["forward"], data["results"]["forward_backward"]
+        lines.append(
+            f"| {data['device']} | {data['jax']} | {f['median_s']:.3f} | {fb['median_s']:.3f} | "
+            f"{f['temp_bytes'] / 2**30:.2f} / {fb['temp_bytes'] / 2**30:.2f} |"
+        )
+    return lines + [""]
+
+
+def mace_train_table() -> list[str]:
+    rows = _load("mace_train_*.json")
+    if not rows:
+        return []
+    lines = [
+        "MACE on rMD17 aspirin (950 train / 50 valid, test on 1800 frames; paper with full "
+        "training: 2.2 meV energy, 6.6 meV/A force MAE):",
+        "",
+        "| file | device | jax | train wall s | epochs | steps/s | test E MAE meV | "
+        "test F MAE meV/A |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, data in rows:
+        test = data["test"]
+        lines.append(
+            f"| `{name}` | {data['device']} | {data.get('jax_version')} | "
+            f"{data['train_wall_s']:.0f} | {data['epochs']} | "
+            f"{_fmt(data.get('steady_steps_per_s'), 1)} | {test['mae_energy_mev']:.2f} | "
+            f"{test['mae_forces_mev']:.2f} |"
+        )
+    return lines + [""]
+
+
 def generic_tables() -> list[str]:
     """Kernel and training benchmarks provide their own ``readme_table`` (markdown rows)."""
     lines = []
-    patterns = ("gna_*.json", "symcon_*.json", "mace_*.json")
+    patterns = ("gna_[!r]*.json", "symcon_*.json")
     for pattern in patterns:
         for name, data in _load(pattern):
             table = data.get("readme_table")
@@ -138,7 +181,14 @@ def main() -> None:
         path = ROOT / "docs" / section
         if path.exists():
             parts.append(path.read_text().strip() + "\n")
-    perf = generic_tables() + simulator_table() + balance_table() + multigpu_table()
+    perf = (
+        generic_tables()
+        + gna_reference_table()
+        + mace_train_table()
+        + simulator_table()
+        + balance_table()
+        + multigpu_table()
+    )
     parts.append(
         "## Performance (generated from bench/results/*.json)\n\n"
         "Every number below was measured by a script in `bench/`; ratios are against a baseline "
