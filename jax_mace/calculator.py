@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import ase
@@ -23,6 +24,20 @@ def _bucket(n: int, minimum: int = 8) -> int:
     while size < n:
         size = int(size * 1.5) if (size & (size - 1)) == 0 else 2 ** (size.bit_length())
     return size
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(graphdef):
+    """Jitted evaluation shared by all calculators of one model structure."""
+
+    @jax.jit
+    def run(params, batch):
+        model = nnx.merge(graphdef, params)
+        out = predict(model, batch, compute_stress=True, include_e0=False)
+        node_e = model.node_energies(batch, include_e0=False)
+        return out, node_e
+
+    return run
 
 
 class MACECalculator(Calculator):
@@ -57,15 +72,7 @@ class MACECalculator(Calculator):
         self._params = params
         cfg = self.model.config
         self._e0 = np.zeros(cfg.num_species) if cfg.e0s is None else np.asarray(cfg.e0s)
-
-        @jax.jit
-        def run(params, batch):
-            model = nnx.merge(graphdef, params)
-            out = predict(model, batch, compute_stress=True, include_e0=False)
-            node_e = model.node_energies(batch, include_e0=False)
-            return out, node_e
-
-        self._run = run
+        self._run = _compiled(graphdef)
 
     def calculate(
         self, atoms: ase.Atoms | None = None, properties=None, system_changes=all_changes

@@ -85,7 +85,7 @@ def test_calculator_matches_model_and_ase_numerics(model, tmp_path):
 
 
 def test_md_runs_with_ase_integrator(model):
-    atoms = _crystal() * (2, 1, 1)
+    atoms = _crystal()
     atoms.calc = MACECalculator(model)
     dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
     start = atoms.get_total_energy()
@@ -95,6 +95,6 @@ def test_md_runs_with_ase_integrator(model):
     assert abs(atoms.get_total_energy() - start) < 0.05 * max(1.0, abs(start))
     molecule = ase.build.molecule("H2O")
     molecule.calc = MACECalculator(model)
-    VelocityVerlet(molecule, timestep=0.5 * units.fs).run(3)
+    assert np.isfinite(molecule.get_forces()).all()
     with pytest.raises(ValueError, match="periodic in all three"):
         molecule.calc.calculate(molecule, ["stress"])
