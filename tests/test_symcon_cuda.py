@@ -252,7 +252,7 @@ def test_gpu_check_grads_order_2():
 
 
 @pytest.mark.gpu
-def test_gpu_out_of_range_species_and_backend_choice():
+def test_gpu_out_of_range_species_and_backend_choice(monkeypatch):
     paths = _paths(*MP["M"])
     x, w, sp = _inputs(paths, n=200, c=8, s=4, dtype=np.float32, seed=5)
     sp = sp.at[:3].set(jnp.array([-1, 4, 99], jnp.int32))
@@ -260,8 +260,14 @@ def test_gpu_out_of_range_species_and_backend_choice():
     ref = jax.jit(_ref, static_argnums=3)(x, w, sp, paths)
     assert _rel(out, ref) < 2e-5
     assert np.all(np.asarray(out[:3]) == 0.0)
+    from jax_mace.symmetric_contraction import dispatch
+
+    monkeypatch.setattr(dispatch, "AUTO_CUDA", True)
     contract(x, w, sp, paths)
     assert last_backend() == "cuda"
+    monkeypatch.setattr(dispatch, "AUTO_CUDA", False)
+    contract(x, w, sp, paths)
+    assert last_backend() == "reference"
 
 
 @pytest.mark.gpu
