@@ -162,10 +162,41 @@ def mace_train_table() -> list[str]:
     return lines + [""]
 
 
+def symcon_table() -> list[str]:
+    lines = []
+    for name, data in _load("symcon_NVIDIA*.json"):
+        info = data["info"]
+        lines += [
+            f"Symmetric contraction kernel (`{name}`: {info['gpu']}, jax {info['jax']}, "
+            f"{info['dtype']}, cuEquivariance {info.get('cuequivariance')} `uniform_1d` baseline "
+            "in the same run; speedup = other time / ours, so < 1 means slower):",
+            "",
+            "| model | N | ours fwd / fwd+bwd ms | cuEq fwd / fwd+bwd ms | vs cuEq | vs pure JAX | "
+            "% of physical limit |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in data["cases"]:
+            ref = (
+                f"{_fmt(c.get('speedup_vs_ref_fwd'))} / {_fmt(c.get('speedup_vs_ref_fwdbwd'))}"
+                if c.get("speedup_vs_ref_fwd")
+                else "-"
+            )
+            lines.append(
+                f"| {c['model']} | {c['N']} | {c['ours_fwd']['median_ms']:.3f} / "
+                f"{c['ours_fwdbwd']['median_ms']:.3f} | {c['cueq_fwd']['median_ms']:.3f} / "
+                f"{c['cueq_fwdbwd']['median_ms']:.3f} | {c['speedup_vs_cueq_fwd']:.2f} / "
+                f"{c['speedup_vs_cueq_fwdbwd']:.2f} | {ref} | "
+                f"{100 * c['limit_fwd']['fraction_reached']:.1f} / "
+                f"{100 * c['limit_fwdbwd']['fraction_reached']:.1f} |"
+            )
+        lines.append("")
+    return lines
+
+
 def generic_tables() -> list[str]:
     """Kernel and training benchmarks provide their own ``readme_table`` (markdown rows)."""
     lines = []
-    patterns = ("gna_[!r]*.json", "symcon_*.json")
+    patterns = ("gna_[!r]*.json",)
     for pattern in patterns:
         for name, data in _load(pattern):
             table = data.get("readme_table")
@@ -184,6 +215,7 @@ def main() -> None:
     perf = (
         generic_tables()
         + gna_reference_table()
+        + symcon_table()
         + mace_train_table()
         + simulator_table()
         + balance_table()
