@@ -1,0 +1,10 @@
+// GNA forward kernel instantiation: half_t, head_dim 128 (warp-specialised kernel).
+#include "gna/fwd_kernel_ws.cuh"
+
+namespace jaxk::gna {
+
+cudaError_t LaunchFwdF16_D128(const FwdParams& params, cudaStream_t stream) {
+  return LaunchFwdWsKernel<cute::half_t, 128>(params, stream);
+}
+
+}  // namespace jaxk::gna

@@ -1,0 +1,120 @@
+// Per-KV-tile math of the GNA forward kernel on a warpgroup's wgmma accumulators: scaling,
+// the fine-grained neighbourhood mask from the launch tables, and the online softmax.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cute/tensor.hpp>
+
+#include "gna/fwd_device.cuh"
+#include "gna/fwd_params.h"
+
+namespace jaxk::gna {
+
+// Key window (in-group, per axis) of each of a thread's query rows, read from the tables.
+// Padded queries borrow the last query of their group: they are computed, never stored.
+template <int kRows>
+struct RowWindows {
+  int lo[kRows][3];
+  int len[kRows][3];
+};
+
+template <int kRows, class RowCoord>
+__device__ __forceinline__ RowWindows<kRows> LoadRowWindows(const FwdParams& p,
+                                                            const AxisTile (&ax)[3],
+                                                            RowCoord row_of) {
+  RowWindows<kRows> w;
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    int c[3];
+    SplitRow(row_of(m), p.q_shift, c);
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const int j = min(ax[a].q_start + c[a], ax[a].n_g - 1);
+      const int lo = __ldg(p.tables + ax[a].win_base + 2 * j);
+      w.lo[m][a] = lo;
+      w.len[m][a] = __ldg(p.tables + ax[a].win_base + 2 * j + 1) - lo;
+    }
+  }
+  return w;
+}
+
+// Masks the raw scores (rows, cols view) of a partial KV tile: keys outside a row's window (or
+// past the grid: windows never reach there) become -inf. `col_of(n)` is the column of element
+// n in the KV tile.
+template <int kRows, class TensorS, class ColCoord>
+__device__ __forceinline__ void MaskScores(TensorS& s, const int (&kv_tile)[3],
+                                           const RowWindows<kRows>& win, const FwdParams& p,
+                                           ColCoord col_of) {
+  using namespace cute;
+  constexpr int kCols = decltype(size<1>(s))::value;
+#pragma unroll
+  for (int n = 0; n < kCols; ++n) {
+    int c[3];
+    SplitRow(col_of(n), p.kv_shift, c);
+#pragma unroll
+    for (int a = 0; a < 3; ++a) c[a] += kv_tile[a] << p.kv_shift[a];
+#pragma unroll
+    for (int m = 0; m < kRows; ++m) {
+      bool visible = true;
+#pragma unroll
+      for (int a = 0; a < 3; ++a) {
+        visible = visible &&
+                  static_cast<unsigned>(c[a] - win.lo[m][a]) < static_cast<unsigned>(win.len[m][a]);
+      }
+      if (!visible) s(m, n) = -INFINITY;
+    }
+  }
+}
+
+// One online-softmax step on raw scores (the scale is positive, so the raw maximum is the
+// scaled one): updates each row's running max (raw units) and sum, turns `s` into
+// probabilities exp2(s * scale_log2 - max * scale_log2) and rescales the output accumulator
+// `o` (both in (rows, cols) views). A row is spread over 4 consecutive lanes: maxima are shared
+// (xor 1, 2), sums stay per lane until the end.
+template <int kRows, class TensorS, class TensorO>
+__device__ __forceinline__ void OnlineSoftmax(TensorS& s, TensorO& o, float (&row_max)[kRows],
+                                              float (&row_sum)[kRows], float scale_log2) {
+  using namespace cute;
+  constexpr int kCols = decltype(size<1>(s))::value;
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    float mx = row_max[m];
+#pragma unroll
+    for (int n = 0; n < kCols; ++n) mx = fmaxf(mx, s(m, n));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
+    // A row with nothing visible yet keeps base 0: exp2(-inf) = 0 everywhere, no NaN.
+    const float base = mx == -INFINITY ? 0.f : mx * scale_log2;
+    const float alpha = Exp2(fmaf(row_max[m], scale_log2, -base));
+    row_max[m] = mx;
+    float sum = 0.f;
+#pragma unroll
+    for (int n = 0; n < kCols; ++n) {
+      const float e = Exp2(fmaf(s(m, n), scale_log2, -base));
+      s(m, n) = e;
+      sum += e;
+    }
+    row_sum[m] = fmaf(row_sum[m], alpha, sum);
+#pragma unroll
+    for (int n = 0; n < size<1>(o); ++n) o(m, n) *= alpha;
+  }
+}
+
+// Final normalisation of a row: returns the natural-log LSE (-inf for an empty row) and
+// scales the row of `o` by 1 / sum. `row_sum` is this lane's partial sum.
+template <class TensorO>
+__device__ __forceinline__ float FinishRow(TensorO& o, int m, float row_max, float row_sum,
+                                           float scale_log2) {
+  using namespace cute;
+  float sum = row_sum;
+  sum += __shfl_xor_sync(0xffffffff, sum, 1);
+  sum += __shfl_xor_sync(0xffffffff, sum, 2);
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+  for (int n = 0; n < size<1>(o); ++n) o(m, n) *= inv;
+  return sum > 0.f ? (row_max * scale_log2 + log2f(sum)) * 0.6931471805599453f : -INFINITY;
+}
+
+}  // namespace jaxk::gna
