@@ -193,16 +193,30 @@ def symcon_table() -> list[str]:
     return lines
 
 
-def generic_tables() -> list[str]:
-    """Kernel and training benchmarks provide their own ``readme_table`` (markdown rows)."""
+def gna_kernel_table() -> list[str]:
     lines = []
-    patterns = ("gna_[!r]*.json",)
-    for pattern in patterns:
-        for name, data in _load(pattern):
-            table = data.get("readme_table")
-            if not table:
-                continue
-            lines += [f"`{name}` ({data.get('gpu') or data.get('device')}):", "", *table, ""]
+    for name, data in _load("gna_NVIDIA*.json"):
+        meta = data["meta"]
+        lines += [
+            f"GNA forward kernel (`{name}`: {meta['gpu']}, jax {meta['jax']}, cuDNN "
+            f"{meta.get('cudnn')}, {meta['dtype']}, head_dim {meta['head_dim']}, batch "
+            f"{meta['batch']}; baseline `jax.nn.dot_product_attention(implementation='cudnn')` "
+            "in the same run; times include all layout work of the user-facing call):",
+            "",
+            "| case | grid | window | stride | heads | GNA ms | cuDNN ms | speedup | simulator "
+            "bound | of bound | GNA eff. TFLOP/s | cuDNN TFLOP/s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in data["results"]:
+            grid = "x".join(map(str, r["grid"]))
+            lines.append(
+                f"| {r['case']} | {grid} | {'x'.join(map(str, r['window']))} | "
+                f"{'x'.join(map(str, r['stride']))} | {r['heads']} | {r['gna_ms']:.2f} | "
+                f"{r['cudnn_ms']:.2f} | {r['speedup']:.2f}x | {r['simulator_bound']:.2f}x | "
+                f"{100 * r['fraction_of_bound']:.0f}% | {r['gna_effective_tflops']:.0f} | "
+                f"{_fmt(r.get('cudnn_tflops'), 0)} |"
+            )
+        lines.append("")
     return lines
 
 
@@ -213,7 +227,7 @@ def main() -> None:
         if path.exists():
             parts.append(path.read_text().strip() + "\n")
     perf = (
-        generic_tables()
+        gna_kernel_table()
         + gna_reference_table()
         + symcon_table()
         + mace_train_table()
