@@ -1,6 +1,8 @@
-// GNA forward kernel for sm_90a: fused attention (online softmax, float32 log-sum-exp) where each
-// CTA takes one multi-dimensional 128-token Q tile and walks only the KV tiles of its
-// neighbourhood box, masking only the tiles that the launch table marks as partial.
+// Non-specialised GNA forward kernel for sm_90a, used for head_dim 256 (where the accumulators
+// leave no registers for a producer warpgroup; head_dim <= 128 runs fwd_kernel_ws.cuh). Fused
+// attention (online softmax, float32 log-sum-exp): each CTA takes one multi-dimensional
+// 128-token Q tile and walks only the KV tiles of its neighbourhood box, masking only the tiles
+// that the launch table marks as partial.
 //
 // Tiles are gathered straight from [batch, *spatial, heads, head_dim] with 16-byte cp.async per
 // token row (no permutation pass; dilation and GQA are address arithmetic), double-buffered for

@@ -6,8 +6,10 @@
 //
 // Warpgroup 0 is the producer: it gathers Q, K and V tiles straight from
 // [batch, *spatial, heads, head_dim] with 16-byte cp.async per token row (no permutation pass;
-// dilation and GQA are address arithmetic, padded rows are zero-filled) into a two-stage
-// shared-memory ring guarded by mbarriers. Warpgroups 1 and 2 are consumers of 64 query rows
+// dilation and GQA are address arithmetic, padded rows are zero-filled) into a three-stage
+// shared-memory ring guarded by mbarriers; each thread's copies arrive on the stage's barrier
+// when they land (cp.async.mbarrier.arrive.noinc), so the producer only ever waits for free
+// stages. Warpgroups 1 and 2 are consumers of 64 query rows
 // each: S = Q K^T and O += P V on wgmma (P from registers), online softmax in registers. The two
 // consumers take turns issuing their GEMMs (named barriers, "ping-pong"), so that one
 // warpgroup's softmax overlaps the other's tensor-core work; within a warpgroup, P(i-1) V(i-1)
@@ -37,7 +39,7 @@ struct WsConfig {
   static constexpr int kBlockQ = 128;   // two consumers of 64 rows
   static constexpr int kBlockKV = 128;  // = jax_gna.tiling.kv_block
   static_assert(kHeadDim <= 128, "head_dim 256 runs on the non-specialised kernel");
-  static constexpr int kStages = 2;
+  static constexpr int kStages = 3;
   static constexpr int kProducerThreads = 128;
   static constexpr int kConsumerThreads = 256;
   static constexpr int kThreads = kProducerThreads + kConsumerThreads;
@@ -85,13 +87,14 @@ struct WsConfig {
   static constexpr int kNumBarriers = 1 + 4 * kStages;
   static_assert(8 * kNumBarriers <= 128);
   static constexpr int kWorkOffset = kTileBytes + 128;
-  // Per KV-tile row: byte offset from the tile's first row and packed in-tile coordinates.
+  // Per KV-tile row: token offset from the tile's first row and packed in-tile coordinates.
   static constexpr int kRowTableOffset = kWorkOffset + 128;
-  static_assert(kTileBytes % 1024 == 0 && kRowTableOffset % 16 == 0);
+  static_assert(kTileBytes % 1024 == 0 && kRowTableOffset % 8 == 0);
   // +1024: the swizzled layouts need a 1024-byte aligned base.
-  static constexpr int kSmemBytes = kRowTableOffset + 16 * kBlockKV + 1024;
-  // Barriers count warps: one elected lane arrives for its warp.
-  static constexpr int kProducerWarps = kProducerThreads / 32;
+  static constexpr int kSmemBytes = kRowTableOffset + 8 * kBlockKV + 1024;
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory per block");
+  // Full barriers count producer threads (each arrives when its own copies land); empty
+  // barriers count consumer warps (one elected lane arrives for its warp).
   static constexpr int kConsumerWarps = kConsumerThreads / 32;
 };
 
@@ -272,6 +275,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
 
   // Block 0: S(0) = Q K(0)^T.
   MbarWait(k_full, 0);
+  FenceToAsyncProxy();
   NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
   warpgroup_fence_operand(acc_s);
   warpgroup_arrive();
@@ -289,6 +293,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
     const int sp = (it - 1) % kS;
     MbarWait(v_full + sp, ((it - 1) / kS) & 1);
     MbarWait(k_full + s, (it / kS) & 1);
+    FenceToAsyncProxy();
     NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
     warpgroup_fence_operand(acc_s);
     warpgroup_fence_operand(acc_o);
@@ -309,6 +314,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
   {
     const int sp = (w.num_kv - 1) % kS;
     MbarWait(v_full + sp, ((w.num_kv - 1) / kS) & 1);
+    FenceToAsyncProxy();
     NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
     warpgroup_fence_operand(acc_o);
     warpgroup_arrive();
@@ -381,28 +387,27 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   // The work item lives in shared memory: it is read rarely and registers are scarce.
   WorkTile& w = *reinterpret_cast<WorkTile*>(base + Cfg::kWorkOffset);
   static_assert(sizeof(WorkTile) <= 128);
-  longlong2* kv_rows = reinterpret_cast<longlong2*>(base + Cfg::kRowTableOffset);
+  int2* kv_rows = reinterpret_cast<int2*>(base + Cfg::kRowTableOffset);
   const int tid = threadIdx.x;
   if (tid == 0) {
     LoadWork(p, w);
-    MbarInit(q_full, Cfg::kProducerWarps);
+    MbarInit(q_full, Cfg::kProducerThreads);
     for (int s = 0; s < kS; ++s) {
-      MbarInit(k_full + s, Cfg::kProducerWarps);
-      MbarInit(v_full + s, Cfg::kProducerWarps);
+      MbarInit(k_full + s, Cfg::kProducerThreads);
+      MbarInit(v_full + s, Cfg::kProducerThreads);
       MbarInit(k_empty + s, Cfg::kConsumerWarps);
       MbarInit(v_empty + s, Cfg::kConsumerWarps);
     }
     MbarInitFence();
   }
   if (tid < kBKV) {
-    // Row r of every KV tile: byte offset from the tile's first row and its in-tile
-    // coordinates, 8 bits each (tile extents are at most 128).
+    // Row r of every KV tile: token offset from the tile's first row (less than the tokens of
+    // one batch entry, so int32) and its in-tile coordinates, 8 bits each (extents <= 128).
     int c[3];
     SplitRow(tid, p.kv_shift, c);
     const int64_t rel = (int64_t(c[0]) * p.dil[0] * p.n[1] + int64_t(c[1]) * p.dil[1]) * p.n[2] +
                         int64_t(c[2]) * p.dil[2];
-    kv_rows[tid] = make_longlong2(rel * p.heads_kv * kD * int64_t(sizeof(Element)),
-                                  c[0] | (c[1] << 8) | (c[2] << 16));
+    kv_rows[tid] = make_int2(static_cast<int>(rel), c[0] | (c[1] << 8) | (c[2] << 16));
   }
   __syncthreads();
 
@@ -428,19 +433,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
         },
         [&](int r, int col) { return &sQ(r, col); });
     CpAsyncCommit();
-    // A copy group is signalled (one lane per warp) once two later groups are in flight, so
-    // the producer rarely waits on memory latency itself. Each thread first waits for its own
-    // copies and fences: cp.async writes through the generic proxy, wgmma reads via async.
-    const bool leader = tid % 32 == 0;
-    uint64_t* pending[2] = {nullptr, q_full};  // oldest first
-    auto signal_lagged = [&](uint64_t* next) {
-      CpAsyncWait<2>();
-      FenceToAsyncProxy();
-      __syncwarp();
-      if (leader && pending[0] != nullptr) MbarArrive(pending[0]);
-      pending[0] = pending[1];
-      pending[1] = next;
-    };
+    // Every thread's copies arrive on the stage's full barrier when they land (the producer
+    // never waits on memory itself); consumers fence before wgmma reads them (generic-proxy
+    // writes, async-proxy reads).
+    CpAsyncArriveNoinc(q_full);
     constexpr int kRowsPerPass = Cfg::kProducerThreads / Cfg::kChunksPerRow;
     const int chunk = tid % Cfg::kChunksPerRow;
     const int row0 = tid / Cfg::kChunksPerRow;
@@ -451,16 +447,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       int kt[3], limit[3];
       bool interior;
       w.KvTile(it, kt);
-      const char* tile = reinterpret_cast<const char*>(
-          src + kv_base + w.KvTileStart(kt, p, limit, interior) * kv_stride + chunk * Cfg::kChunk);
+      const Element* tile =
+          src + kv_base + w.KvTileStart(kt, p, limit, interior) * kv_stride + chunk * Cfg::kChunk;
 #pragma unroll 4
       for (int i = 0; i < kBKV / kRowsPerPass; ++i) {
-        const longlong2 row = kv_rows[row0 + i * kRowsPerPass];
-        const int coords = static_cast<int>(row.y);
+        const int2 row = kv_rows[row0 + i * kRowsPerPass];
+        const int coords = row.y;
         const bool valid =
             interior | (((coords & 0xff) < limit[0]) & (((coords >> 8) & 0xff) < limit[1]) &
                         ((coords >> 16) < limit[2]));
-        CpAsync16(dst + i * step, valid ? static_cast<const void*>(tile + row.x) : src, valid);
+        CpAsync16(dst + i * step, valid ? tile + int64_t(row.x) * kv_stride : src, valid);
       }
     };
     const int col = chunk * Cfg::kChunk;
@@ -471,20 +467,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       const uint32_t parity = ((it / kS) & 1) ^ 1;
       MbarWait(k_empty + s, parity);
       gather_kv(k, it, &sK(row0, col, s), k_step);
-      CpAsyncCommit();
-      signal_lagged(k_full + s);
+      CpAsyncArriveNoinc(k_full + s);
       MbarWait(v_empty + s, parity);
       gather_kv(v, it, &sV(col, row0, s), v_step);
-      CpAsyncCommit();
-      signal_lagged(v_full + s);
+      CpAsyncArriveNoinc(v_full + s);
     }
-    CpAsyncWait<0>();
-    FenceToAsyncProxy();
-    __syncwarp();
-    if (leader) {
-      if (pending[0] != nullptr) MbarArrive(pending[0]);
-      MbarArrive(pending[1]);
-    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");  // nothing in flight at exit
   } else {
     // ---------------------------------------------------------------- consumer warpgroups
     RegAlloc<Cfg::kConsumerRegs>();

@@ -27,6 +27,13 @@ __device__ __forceinline__ void MbarArrive(uint64_t* bar) {
                : "memory");
 }
 
+// Arrives on `bar` once all cp.async copies issued so far by this thread have landed; the
+// barrier's expected count includes this arrival (.noinc).
+__device__ __forceinline__ void CpAsyncArriveNoinc(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(SmemAddr(bar))
+               : "memory");
+}
+
 // Blocks until the phase with parity `parity` of `bar` has completed. A fresh barrier counts
 // as having completed the phase of parity 1, so producers start by waiting on parity 1.
 __device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t parity) {
