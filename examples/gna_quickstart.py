@@ -23,17 +23,7 @@ from simulator import geometry
 
 def exact_rows(q, k, v, params, rows, scale):
     """float64 attention output of the queries at grid positions ``rows`` ([R, 2])."""
-    masks = [
-        geometry.axis_mask(n, w, s, d, c)
-        for n, w, s, d, c in zip(
-            params.spatial_shape,
-            params.kernel_size,
-            params.stride,
-            params.dilation,
-            params.is_causal,
-            strict=True,
-        )
-    ]
+    masks = [geometry.axis_mask(n, w, s, d, c) for n, w, s, d, c in params.axes()]
     out = []
     for r, c in rows:
         visible = np.outer(masks[0][r], masks[1][c])  # [H, W] keys visible to query (r, c)

@@ -130,27 +130,10 @@ def gna_reference(
     group = heads_q // heads_kv
     dim_v = value.shape[-1]
     if query_tile is None:
-        query_tile = tuple(
-            default_query_tile(w, s, -(-n // d))
-            for n, w, s, d in zip(
-                params.spatial_shape,
-                params.kernel_size,
-                params.stride,
-                params.dilation,
-                strict=True,
-            )
-        )
+        query_tile = tuple(default_query_tile(w, s, -(-n // d)) for n, w, s, d, _ in params.axes())
     plans = [
         _plan_axis(n, w, s, d, c, t)
-        for n, w, s, d, c, t in zip(
-            params.spatial_shape,
-            params.kernel_size,
-            params.stride,
-            params.dilation,
-            params.is_causal,
-            query_tile,
-            strict=True,
-        )
+        for (n, w, s, d, c), t in zip(params.axes(), query_tile, strict=True)
     ]
 
     q = _to_groups(query, plans, [p.num_tiles * p.tile for p in plans])

@@ -45,6 +45,19 @@ class GNAParams:
     def rank(self) -> int:
         return len(self.spatial_shape)
 
+    def axes(self) -> tuple[tuple[int, int, int, int, bool], ...]:
+        """Per axis ``(size, kernel_size, stride, dilation, is_causal)``."""
+        return tuple(
+            zip(
+                self.spatial_shape,
+                self.kernel_size,
+                self.stride,
+                self.dilation,
+                self.is_causal,
+                strict=True,
+            )
+        )
+
     def group_lengths(self, axis: int) -> np.ndarray:
         """Lengths of the ``dilation[axis]`` dilation groups along ``axis``: ``[d]`` int64."""
         n, d = self.spatial_shape[axis], self.dilation[axis]
@@ -208,14 +221,8 @@ def neighborhood_mask(params: GNAParams) -> np.ndarray:
     """Dense ``[N, N]`` boolean mask over the raster-ordered grid (``N = prod(spatial_shape)``):
     the product of the per-axis masks. Brute force: only for small grids."""
     mask = np.ones((1, 1), dtype=bool)
-    for ax in range(params.rank):
-        m = axis_mask(
-            params.spatial_shape[ax],
-            params.kernel_size[ax],
-            params.stride[ax],
-            params.dilation[ax],
-            params.is_causal[ax],
-        )
+    for n, w, s, d, c in params.axes():
+        m = axis_mask(n, w, s, d, c)
         mask = (mask[:, None, :, None] & m[None, :, None, :]).reshape(
             mask.shape[0] * m.shape[0], mask.shape[1] * m.shape[1]
         )
@@ -225,14 +232,7 @@ def neighborhood_mask(params: GNAParams) -> np.ndarray:
 def visible_keys_per_query(params: GNAParams) -> np.ndarray:
     """``[*spatial_shape]`` int64: number of visible keys of every query (product over axes)."""
     counts = np.ones((), dtype=np.int64)
-    for ax in range(params.rank):
-        n, w, s, d, c = (
-            params.spatial_shape[ax],
-            params.kernel_size[ax],
-            params.stride[ax],
-            params.dilation[ax],
-            params.is_causal[ax],
-        )
+    for n, w, s, d, c in params.axes():
         i = np.arange(n, dtype=np.int64)
         start, end = window(i // d, group_lengths(n, d)[i % d], w, s, c)
         counts = np.multiply.outer(counts, end - start)
