@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-deps nvidia-cutlass==4.2.0.0 nanobind
+command -v ninja >/dev/null 2>&1 || python3 -m pip install -q ninja
+command -v cmake >/dev/null 2>&1 || python3 -m pip install -q cmake
 build=build-cuda-check
 cmake -S . -B "$build" -G Ninja -DJAXK_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
   -DPython_EXECUTABLE="$(command -v python3)" -DCMAKE_CUDA_ARCHITECTURES=90a
