@@ -63,7 +63,7 @@ def _timeit(fn, *args, reps: int = 5, iters: int = 10) -> float:
 
 
 def train_step_bench(
-    n_graph: int = 24, atoms: int = 48, seed: int = 0, backends=("cuda", "reference")
+    n_graph: int = 24, atoms: int = 48, seed: int = 0, backends=("cuda", "cuda-engine", "reference")
 ) -> dict:
     from flax import nnx
 
@@ -109,11 +109,13 @@ def train_step_bench(
         result[f"{backend}_compile_and_first_s"] = time.perf_counter() - t0
         result[f"{backend}_loss"] = float(loss_val)
         result[f"{backend}_step_ms"] = _timeit(step, state, batch)
-    if len(backends) == 2:  # default matmul precision: the reference's matmuls run in TF32
-        a, b = (jax.tree.leaves(grads[k]) for k in backends)
+    # Default matmul precision: the reference's matmuls run in TF32.
+    b = jax.tree.leaves(grads[backends[-1]])
+    for k in backends[:-1]:
+        a = jax.tree.leaves(grads[k])
         num = sum(float(jnp.sum((u - v) ** 2)) for u, v in zip(a, b, strict=True))
         den = sum(float(jnp.sum(v**2)) for v in b)
-        result["grad_rel_diff_default_precision"] = float(np.sqrt(num / den))
+        result[f"{k}_grad_rel_diff_vs_{backends[-1]}"] = float(np.sqrt(num / den))
 
     # The contractions alone: layer 1 (0e+1o+2e+3o -> 0e+1o), layer 2 (-> 0e), force-loss order.
     sp = batch.species
@@ -136,8 +138,10 @@ def train_step_bench(
     result["contraction_only_ms"] = parts
     for backend in backends:
         result[f"{backend}_rest_ms"] = result[f"{backend}_step_ms"] - parts[backend]
-    if len(backends) == 2:
-        result["step_speedup"] = result["reference_step_ms"] / result["cuda_step_ms"]
+    for k in backends:
+        result[f"{k}_step_speedup_vs_reference"] = (
+            result[f"{backends[-1]}_step_ms"] / result[f"{k}_step_ms"]
+        )
     return result
 
 

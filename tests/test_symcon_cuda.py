@@ -178,8 +178,21 @@ def _rel(a, b):
     return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
 
 
+_CUDA = {"backend": "cuda"}
+
+
+@pytest.fixture(params=["cuda", "cuda-engine"])
+def cuda_backend(request):
+    """Runs a GPU test on both CUDA backends (specialised kernels and the generic engine)."""
+    jax.clear_caches()  # jitted `_cuda` must retrace for the other backend
+    _CUDA["backend"] = request.param
+    yield request.param
+    _CUDA["backend"] = "cuda"
+    jax.clear_caches()
+
+
 def _cuda(x, w, sp, paths):
-    return contract(x, w, sp, paths, backend="cuda")
+    return contract(x, w, sp, paths, backend=_CUDA["backend"])
 
 
 def _ref(x, w, sp, paths):
@@ -195,7 +208,7 @@ GPU_CASES = [(case, np.float32) for case in [MP["S"], MP["M"], MP["L"], *SMALL]]
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("case", "dtype"), GPU_CASES)
-def test_gpu_forward_and_vjp(case, dtype):
+def test_gpu_forward_and_vjp(case, dtype, cuda_backend):
     paths = _paths(*case)
     tol = 1e-11 if dtype == np.float64 else 2e-5
     with jax.enable_x64(dtype == np.float64):
@@ -215,7 +228,7 @@ def test_gpu_forward_and_vjp(case, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", [MP["S"], MP["M"], MP["L"], SMALL[0]])
-def test_gpu_second_derivatives_force_loss(case):
+def test_gpu_second_derivatives_force_loss(case, cuda_backend):
     """grad over (x, W) of a loss on d(energy)/dx: the force-training derivative."""
     paths = _paths(*case)
     with jax.enable_x64(True):
@@ -240,7 +253,7 @@ def test_gpu_second_derivatives_force_loss(case):
 
 
 @pytest.mark.gpu
-def test_gpu_check_grads_order_2():
+def test_gpu_check_grads_order_2(cuda_backend):
     from jax.test_util import check_grads
 
     paths = _paths(*SMALL[0])
@@ -265,13 +278,15 @@ def test_gpu_out_of_range_species_and_backend_choice(monkeypatch):
     monkeypatch.setattr(dispatch, "AUTO_CUDA", True)
     contract(x, w, sp, paths)
     assert last_backend() == "cuda"
+    engine = jax.jit(lambda a, b, c: contract(a, b, c, paths, backend="cuda-engine"))(x, w, sp)
+    assert last_backend() == "cuda-engine" and _rel(engine, ref) < 2e-5
     monkeypatch.setattr(dispatch, "AUTO_CUDA", False)
     contract(x, w, sp, paths)
     assert last_backend() == "reference"
 
 
 @pytest.mark.gpu
-def test_gpu_many_nodes_one_species_and_vmap():
+def test_gpu_many_nodes_one_species_and_vmap(cuda_backend):
     paths = _paths(*MP["S"])
     x, w, sp = _inputs(paths, n=3000, c=32, s=2, dtype=np.float32, seed=6)
     sp = jnp.zeros_like(sp)  # one item per 128 nodes, all one species
@@ -314,7 +329,8 @@ def _clusters(rng, n_graph, atoms, r_max=5.0, num_species=89):
 
 
 @pytest.mark.gpu
-def test_gpu_mace_force_training_step_matches_reference():
+@pytest.mark.parametrize("backend", ["cuda", "cuda-engine"])
+def test_gpu_mace_force_training_step_matches_reference(backend):
     """A MACE-MP-medium-like force-training step: CUDA contraction vs the pure-JAX one."""
     from flax import nnx
 
@@ -341,7 +357,7 @@ def test_gpu_mace_force_training_step_matches_reference():
         with jax.default_matmul_precision("highest"):
             return jax.jit(jax.value_and_grad(loss))(state)
 
-    (loss_c, grads_c), (loss_r, grads_r) = step("cuda"), step("reference")
+    (loss_c, grads_c), (loss_r, grads_r) = step(backend), step("reference")
     assert last_backend() == "reference"
     assert abs(float(loss_c) - float(loss_r)) <= 1e-4 * abs(float(loss_r))
     leaves_c, leaves_r = jax.tree.leaves(grads_c), jax.tree.leaves(grads_r)

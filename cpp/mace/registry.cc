@@ -2,6 +2,7 @@
 #include "common/registry.h"
 
 #include "mace/symcon_handlers.h"
+#include "mace/symjit.h"
 
 namespace jaxk::mace {
 
@@ -11,6 +12,7 @@ std::vector<HandlerEntry> Handlers() {
       {"jaxk_symcon_tbase", reinterpret_cast<void*>(SymconTbase)},
       {"jaxk_symcon_wgrad", reinterpret_cast<void*>(SymconWgrad)},
       {"jaxk_symcon_engine", reinterpret_cast<void*>(SymconEngine)},
+      {"jaxk_symjit", reinterpret_cast<void*>(SymjitLaunch)},
   };
 }
 

@@ -2,28 +2,34 @@
 
 ``contract`` is what :class:`~jax_mace.symmetric_contraction.module.SymmetricContraction` calls;
 backends share the signature and semantics of
-:func:`~jax_mace.symmetric_contraction.reference.symmetric_contraction`.
+:func:`~jax_mace.symmetric_contraction.reference.symmetric_contraction`:
 
-``backend=None`` picks ``"cuda"`` (the fused kernels of :mod:`.cuda`) when :data:`AUTO_CUDA` is
-set, the CUDA extension is usable, ``x`` lives on a GPU and its dtype and shapes are supported,
-else ``"reference"``. Forcing ``"cuda"`` where it cannot run raises ``RuntimeError`` with the
-reason. :func:`last_backend` tells which backend the latest call chose.
+- ``"reference"``: pure JAX (any device, any order of derivative);
+- ``"cuda"``: kernels specialised per path list at trace time (:mod:`.jit`, NVRTC), the fast one;
+- ``"cuda-engine"``: one precompiled kernel that reads any path list from device buffers
+  (:mod:`.cuda`); no run-time compiler needed.
+
+``backend=None`` picks ``"cuda"`` when :data:`AUTO_CUDA` is set, ``x`` lives on a GPU and the
+backend can run there (extension built, NVRTC importable, dtype supported), else
+``"reference"``; it never switches silently to the engine. Forcing a CUDA backend where it cannot
+run raises ``RuntimeError`` with the reason. :func:`last_backend` tells which backend the latest
+call chose (the choice is also logged at debug level).
 """
 
 from __future__ import annotations
+
+import logging
 
 import jax
 
 from jax_mace.symmetric_contraction.paths import PathList
 from jax_mace.symmetric_contraction.reference import symmetric_contraction
 
-BACKENDS = ("reference", "cuda")
+BACKENDS = ("reference", "cuda", "cuda-engine")
 DEFAULT_BACKEND = "reference"
-# Off for now: measured on an H200 (docs/symcon_cuda.md), the CUDA engine is 3-8x faster than the
-# reference on 10k-node contractions but slower inside a MACE-MP-medium force-training step
-# (1280 nodes). Set to True (or pass backend="cuda") to use it automatically on GPU.
-AUTO_CUDA = False
+AUTO_CUDA = True
 _LAST = {"backend": None}
+log = logging.getLogger(__name__)
 
 
 def last_backend() -> str | None:
@@ -39,10 +45,13 @@ def _on_gpu(x: jax.Array) -> bool:
 
 
 def _auto_backend(x: jax.Array, paths: PathList) -> str:
-    from jax_mace.symmetric_contraction.cuda import unavailable_reason
+    from jax_mace.symmetric_contraction.jit import unavailable_reason
 
-    if AUTO_CUDA and _on_gpu(x) and unavailable_reason(x, paths) is None:
-        return "cuda"
+    if AUTO_CUDA and _on_gpu(x):
+        reason = unavailable_reason(x, paths)
+        if reason is None:
+            return "cuda"
+        log.debug("symmetric contraction: CUDA backend not used: %s", reason)
     return DEFAULT_BACKEND
 
 
@@ -55,16 +64,21 @@ def contract(
 ) -> jax.Array:
     """``x [N, C, K]``, ``weights [S, W, C]``, ``species [N]`` -> ``[N, C, M]``.
 
-    ``backend=None`` picks ``"cuda"`` where it can run if :data:`AUTO_CUDA`, else
-    :data:`DEFAULT_BACKEND`.
+    ``backend``: ``None`` (automatic, see the module docstring) or one of :data:`BACKENDS`.
     """
     backend = _auto_backend(x, paths) if backend is None else backend
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"unknown symmetric-contraction backend {backend!r}; choose from {BACKENDS}"
+        )
+    _LAST["backend"] = backend
+    log.debug("symmetric contraction: backend %s", backend)
     if backend == "reference":
-        _LAST["backend"] = backend
         return symmetric_contraction(x, weights, species, paths)
     if backend == "cuda":
-        from jax_mace.symmetric_contraction.cuda import symmetric_contraction_cuda
+        from jax_mace.symmetric_contraction.jit import symmetric_contraction_jit
 
-        _LAST["backend"] = backend
-        return symmetric_contraction_cuda(x, weights, species, paths)
-    raise ValueError(f"unknown symmetric-contraction backend {backend!r}; choose from {BACKENDS}")
+        return symmetric_contraction_jit(x, weights, species, paths)
+    from jax_mace.symmetric_contraction.cuda import symmetric_contraction_cuda
+
+    return symmetric_contraction_cuda(x, weights, species, paths)

@@ -1,0 +1,330 @@
+"""CUDA source of one specialised symmetric-contraction kernel per polynomial program.
+
+Each output polynomial is factored into a trie (a multivariate Horner scheme): a trie node's
+value is ``const + sum_children var * value(child)``, one fused multiply-add per edge, with the
+coefficients as immediates and every operand in a register. Per output the variable order with
+the fewest edges wins (x-first usually: the innermost sums are then over the weights).
+
+Kernel layout (the C++ side, ``cpp/mace/symjit.cc``, fills :data:`ARGS_STRUCT`): one thread per
+``(node, channel)``; block = 128 consecutive channels x a chunk of one work item (<= 128 nodes of
+one species, from the species sort). A thread walks its chunk's nodes: it copies the node rows
+(vector loads; lanes are channels, so a row of 16 values is 64 contiguous bytes per lane) into
+its own shared-memory column, then calls one non-inlined function per output; a function reads
+the node values it needs from that column and the species values (weights) of its channel from
+global memory (L1), where they are used. Node outputs are stored per node; species outputs are
+summed in the shared-memory column and added to the ``[S, m, C]`` outputs atomically at the end
+(zeroed by the launcher).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+
+from jax_mace.symmetric_contraction.polynomial import Poly, Program, decode
+
+KERNEL_NAME = "jaxk_symjit"
+BLOCK_THREADS = 128
+MAX_NODE_ARRAYS = 3
+MAX_SPECIES_ARRAYS = 2
+MAX_NODE_OUTPUTS = 2
+MAX_SPECIES_OUTPUTS = 2
+
+# Must match SymjitArgs in cpp/mace/symjit.h field for field.
+ARGS_STRUCT = """struct SymjitArgs {
+  const void* nin[3];
+  const void* sin[2];
+  void* nout[2];
+  void* sout[2];
+  const int* perm;
+  const int* items;
+  const int* nitems;
+  int n;
+  int c;
+  int s;
+  int chunk;
+};"""
+
+
+@dataclasses.dataclass
+class _Trie:
+    const: float = 0.0
+    children: dict = dataclasses.field(default_factory=dict)
+
+    def insert(self, mono: tuple[int, ...], coeff: float) -> None:
+        node = self
+        for var in mono:
+            node = node.children.setdefault(var, _Trie())
+        node.const += coeff
+
+    def edges(self) -> int:
+        return sum(1 + child.edges() for child in self.children.values())
+
+    def value(self, env) -> np.ndarray:
+        total = self.const
+        for var, child in self.children.items():
+            total = total + env(var) * child.value(env)
+        return total
+
+
+def _order_keys():
+    def x_first(var):
+        species, array, comp = decode(var)
+        return (0 if (not species and array == 0) else 1 if not species else 2, var)
+
+    def species_first(var):
+        species, array, comp = decode(var)
+        return (0 if species else 1 if array > 0 else 2, var)
+
+    def cotangent_first(var):
+        species, array, comp = decode(var)
+        return (0 if (not species and array > 0) else 1 if species else 2, var)
+
+    del x_first  # measured: never the fewest edges by much, and it keeps every weight live
+    return (species_first, cotangent_first)
+
+
+def build_trie(poly: Poly) -> _Trie:
+    """The trie of ``poly`` with the fewest edges over a few variable orders."""
+    best = None
+    for key in _order_keys():
+        trie = _Trie()
+        for mono, coeff in poly.items():
+            trie.insert(tuple(sorted(mono, key=key)), coeff)
+        if best is None or trie.edges() < best.edges():
+            best = trie
+    return best
+
+
+def count_fma(program: Program) -> int:
+    """Multiply-adds per (node, channel) of the generated code (the trie edges)."""
+    return sum(
+        build_trie(p).edges()
+        for arrays in (program.node_out, program.species_out)
+        for a in arrays
+        for p in a
+    )
+
+
+class _Emitter:
+    def __init__(self, ctype: str):
+        self.ctype = ctype
+        self.lines: list[str] = []
+        self.count = 0
+
+    def literal(self, value: float) -> str:
+        if self.ctype == "float":
+            text = np.format_float_scientific(np.float32(value), unique=True, exp_digits=2)
+            return f"{text}f"
+        return np.format_float_scientific(np.float64(value), unique=True, exp_digits=3)
+
+    def operand_name(self, var: int, indent: str) -> str:
+        """Register name of ``var``; a species value is loaded (from L1) where it is used."""
+        species, array, comp = decode(var)
+        if not species:
+            return f"n{array}_{comp}"
+        name = self.temp()
+        self.lines.append(f"{indent}const {self.ctype} {name} = __ldg(srow{array} + {comp} * cs);")
+        return name
+
+    def temp(self) -> str:
+        self.count += 1
+        return f"t{self.count}"
+
+    def value(self, node: _Trie, indent: str) -> str:
+        """Emits code computing ``node``'s value; returns the expression naming it."""
+        if not node.children:
+            return self.literal(node.const)
+        acc = self.temp()
+        first = True
+        if node.const != 0.0:
+            self.lines.append(f"{indent}{self.ctype} {acc} = {self.literal(node.const)};")
+            first = False
+        for var, child in node.children.items():
+            operand = self.value(child, indent)
+            name = self.operand_name(var, indent)
+            if first:
+                self.lines.append(f"{indent}{self.ctype} {acc} = {name} * {operand};")
+                first = False
+            else:
+                fma = "fmaf" if self.ctype == "float" else "fma"
+                self.lines.append(f"{indent}{acc} = {fma}({name}, {operand}, {acc});")
+        return acc
+
+
+def _node_slots(program: Program) -> list[int]:
+    """First shared-memory slot of each node array (one slot = BLOCK_THREADS values)."""
+    return [sum(program.node_in[:i]) for i in range(len(program.node_in))]
+
+
+def _acc_slot(program: Program, array: int, comp: int) -> int:
+    """Shared-memory slot of species output ``(array, comp)``, after the node values."""
+    return sum(program.node_in) + sum(len(a) for a in program.species_out[:array]) + comp
+
+
+def smem_bytes(program: Program, ctype: str) -> int:
+    """Dynamic shared memory of the kernel: staged node values and species accumulators."""
+    slots = sum(program.node_in) + sum(len(a) for a in program.species_out)
+    return slots * BLOCK_THREADS * (4 if ctype == "float" else 8)
+
+
+def _stage_rows(program: Program, ctype: str, indent: str) -> list[str]:
+    """Loads this thread's node rows (vector loads when aligned) into its smem column."""
+    lanes = 4 if ctype == "float" else 2
+    lines = []
+    for arr, (width, slot) in enumerate(zip(program.node_in, _node_slots(program), strict=True)):
+        base = f"static_cast<const {ctype}*>(a.nin[{arr}]) + row * {width}"
+        vec = lanes if width % lanes == 0 else 1
+        if vec == 1:
+            for i in range(width):
+                lines.append(f"{indent}nv[{(slot + i) * BLOCK_THREADS}] = __ldg({base} + {i});")
+            continue
+        vtype = f"{ctype}{vec}"
+        for j in range(width // vec):
+            vptr = f"reinterpret_cast<const {vtype}*>({base})"
+            lines.append(f"{indent}{{ const {vtype} v = __ldg({vptr} + {j});")
+            for t, comp in enumerate("xyzw"[:vec]):
+                lines.append(f"{indent}  nv[{(slot + j * vec + t) * BLOCK_THREADS}] = v.{comp};")
+            lines.append(f"{indent}}}")
+    return lines
+
+
+def _row_store(ctype: str, array: int, names: list[str], out: list[str], indent: str) -> None:
+    width = len(names)
+    lanes = 4 if ctype == "float" else 2
+    vec = lanes if width % lanes == 0 else 1
+    base = f"static_cast<{ctype}*>(a.nout[{array}]) + row * {width}"
+    if vec == 1:
+        for i, name in enumerate(names):
+            out.append(f"{indent}({base})[{i}] = {name};")
+        return
+    vtype = f"{ctype}{vec}"
+    for j in range(width // vec):
+        parts = ", ".join(names[j * vec : (j + 1) * vec])
+        out.append(f"{indent}reinterpret_cast<{vtype}*>({base})[{j}] = make_{vtype}({parts});")
+
+
+_PARAMS = (
+    "const {t}* nv, const {t}* __restrict__ srow0, const {t}* __restrict__ srow1, long long cs"
+)
+_ARGS = "nv, srow0, srow1, cs"
+
+
+def _output_function(name: str, poly: Poly, program: Program, ctype: str) -> list[str]:
+    """A non-inlined function computing one output. Inlined, the compiler interleaves and merges
+    the outputs, keeps them all live and spills (255 registers for MACE-MP-L's backward)."""
+    slots = _node_slots(program)
+    lines = [f"__device__ __noinline__ {ctype} {name}({_PARAMS.format(t=ctype)}) {{"]
+    for var in sorted({v for mono in poly for v in mono if not decode(v)[0]}):
+        _, array, comp = decode(var)
+        lines.append(
+            f"  const {ctype} n{array}_{comp} = nv[{(slots[array] + comp) * BLOCK_THREADS}];"
+        )
+    em = _Emitter(ctype)
+    value = em.value(build_trie(poly), "  ")
+    lines += em.lines + [f"  return {value};", "}"]
+    return lines
+
+
+def generate(program: Program, ctype: str) -> str:
+    """CUDA C++ source (no includes) of the kernel :data:`KERNEL_NAME` for ``program``.
+
+    Launch with :func:`smem_bytes` of dynamic shared memory and BLOCK_THREADS threads.
+    """
+    if ctype not in ("float", "double"):
+        raise ValueError(f"ctype must be 'float' or 'double', got {ctype!r}")
+    nin, sin = program.node_in, program.species_in
+    nout = [len(a) for a in program.node_out]
+    sout = [len(a) for a in program.species_out]
+    if len(nin) > MAX_NODE_ARRAYS or len(sin) > MAX_SPECIES_ARRAYS:
+        raise ValueError("too many input arrays for the kernel argument block")
+    if len(nout) > MAX_NODE_OUTPUTS or len(sout) > MAX_SPECIES_OUTPUTS:
+        raise ValueError("too many output arrays for the kernel argument block")
+    t = ctype
+    functions: list[str] = []
+    ind = "    "
+    body = _stage_rows(program, t, ind)
+    for arr, polys in enumerate(program.node_out):
+        names = []
+        for comp, poly in enumerate(polys):
+            names.append(f"o{arr}_{comp}")
+            if not poly:
+                body.append(f"{ind}const {t} o{arr}_{comp} = 0;")
+                continue
+            fname = f"node_out{arr}_{comp}"
+            functions += _output_function(fname, poly, program, t)
+            body.append(f"{ind}const {t} o{arr}_{comp} = {fname}({_ARGS});")
+        _row_store(t, arr, names, body, ind)
+    for arr, polys in enumerate(program.species_out):
+        for comp, poly in enumerate(polys):
+            if not poly:
+                continue
+            fname = f"species_out{arr}_{comp}"
+            functions += _output_function(fname, poly, program, t)
+            slot = _acc_slot(program, arr, comp)
+            body.append(f"{ind}nv[{slot * BLOCK_THREADS}] += {fname}({_ARGS});")
+
+    zero_rows = [
+        f"      static_cast<{t}*>(a.nout[{arr}])[row * {width} + {i}] = 0;"
+        for arr, width in enumerate(nout)
+        for i in range(width)
+    ]
+    acc0, nacc = _acc_slot(program, 0, 0), sum(sout)
+    acc_zero = [f"  for (int j = {acc0}; j < {acc0 + nacc}; ++j) nv[j * {BLOCK_THREADS}] = 0;"]
+    acc_flush = [
+        f"  atomicAdd(static_cast<{t}*>(a.sout[{arr}]) + (static_cast<long long>(s) * {w} + {i})"
+        f" * a.c + c, nv[{_acc_slot(program, arr, i) * BLOCK_THREADS}]);"
+        for arr, w in enumerate(sout)
+        for i in range(w)
+        if program.species_out[arr][i]
+    ]
+    srows = [
+        f"  const {t}* srow{arr} = static_cast<const {t}*>(a.sin[{arr}]) + "
+        f"static_cast<long long>(s) * {w} * a.c + c;"
+        for arr, w in enumerate(sin)
+    ] + [f"  const {t}* srow{arr} = nullptr;" for arr in range(len(sin), MAX_SPECIES_ARRAYS)]
+    src = [
+        f"// Generated by jax_mace.symmetric_contraction.codegen: program {program.name}, {t}.",
+        ARGS_STRUCT,
+        *functions,
+        f'extern "C" __global__ void __launch_bounds__({BLOCK_THREADS}) '
+        f"{KERNEL_NAME}(const __grid_constant__ SymjitArgs a) {{",
+        f"  extern __shared__ {t} smem_values[];",
+        f"  {t}* nv = smem_values + threadIdx.x;  // this thread's column",
+        "  const int item = blockIdx.x;",
+        "  if (item >= *a.nitems) return;",
+        f"  const int c = blockIdx.z * {BLOCK_THREADS} + threadIdx.x;",
+        "  if (c >= a.c) return;",
+        "  const int s = a.items[4 * item + 0];",
+        "  const int start = a.items[4 * item + 1];",
+        "  const int count = a.items[4 * item + 2];",
+        "  const int lo = blockIdx.y * a.chunk;",
+        "  if (lo >= count) return;",
+        "  const int hi = min(count, lo + a.chunk);",
+        "  if (s < 0) {  // species outside [0, S): zero node outputs, no species sums",
+        "    for (int i = lo; i < hi; ++i) {",
+        "      const long long row = static_cast<long long>(a.perm[start + i]) * a.c + c;",
+        *zero_rows,
+        "    }",
+        "    return;",
+        "  }",
+        "  const long long cs = a.c;",
+        *srows,
+        *(acc_zero if nacc else []),
+        "#pragma unroll 1",
+        "  for (int i = lo; i < hi; ++i) {",
+        "    const long long row = static_cast<long long>(a.perm[start + i]) * a.c + c;",
+        *body,
+        "  }",
+        *acc_flush,
+        "}",
+        "",
+    ]
+    return "\n".join(src)
+
+
+def source_key(source: str) -> int:
+    """A stable positive 63-bit key of a kernel source (registry key on the C++ side)."""
+    return int.from_bytes(hashlib.sha256(source.encode()).digest()[:8], "little") >> 1

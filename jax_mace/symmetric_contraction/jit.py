@@ -1,0 +1,231 @@
+"""Run-time specialised CUDA kernels of the symmetric contraction (backend ``"cuda"``).
+
+For a path list, :mod:`.polynomial` derives three programs (``fwd``, ``bwd``, ``bwd2``: the
+contraction, its VJP and the VJP of that) and :mod:`.codegen` writes one straight-line kernel per
+program and dtype, with every coefficient an immediate and every operand in a register. NVRTC
+(``cuda-bindings``) compiles it for the GPU at trace time; the cubin is cached on disk
+(``$JAX_MACE_KERNEL_CACHE``, default ``~/.cache/jax_mace/kernels``), so a path list compiles once
+per machine and new irreps never need a rebuild of the package. The C++ side
+(``cpp/mace/symjit.cc``) keeps the loaded kernels by key and launches them from one FFI target,
+``jaxk_symjit``.
+
+Differentiation: ``_contract`` (program ``fwd``) has a custom VJP that runs ``_contract_vjp``
+(program ``bwd``: ``gx`` and the weight gradient ``gW``), whose own custom VJP runs ``bwd2``; so
+``jax.grad`` of a loss on forces (a second derivative) runs on these kernels. A third derivative
+is not supported. Nodes are sorted by species inside (the engine's counting sort).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_mace.symmetric_contraction import codegen
+from jax_mace.symmetric_contraction.paths import PathList
+from jax_mace.symmetric_contraction.polynomial import programs
+
+TARGET = "jaxk_symjit"
+SUPPORTED_DTYPES = (jnp.float32, jnp.float64)
+MAX_COMPONENTS = 64  # K and M per channel (register budget of the generated code)
+_SDS = jax.ShapeDtypeStruct
+
+
+def nvrtc_unavailable_reason() -> str | None:
+    """Why NVRTC cannot be used here (``None`` when it can)."""
+    try:
+        from cuda.bindings import nvrtc  # noqa: F401
+    except Exception as err:  # ImportError, or a library that fails to load
+        return f"NVRTC is not available ({err}); pip install cuda-bindings"
+    return None
+
+
+def unavailable_reason(x: jax.Array | None = None, paths: PathList | None = None) -> str | None:
+    """Why the specialised CUDA backend cannot run (``None`` when it can)."""
+    import jax_mace
+
+    status = jax_mace.cuda_status()
+    if not status.has(TARGET):
+        return f"the MACE CUDA extension is not usable: {status.reason}"
+    reason = nvrtc_unavailable_reason()
+    if reason is not None:
+        return reason
+    if x is not None and x.dtype not in SUPPORTED_DTYPES:
+        return f"the CUDA symmetric contraction supports float32/float64, not {x.dtype}"
+    if paths is not None and max(paths.num_in, paths.num_out) > MAX_COMPONENTS:
+        return f"the CUDA kernels support K, M <= {MAX_COMPONENTS}"
+    return None
+
+
+def gpu_arch() -> str:
+    """NVRTC target of the first GPU, e.g. ``sm_90a`` on Hopper."""
+    major, minor = jax.devices("gpu")[0].compute_capability.split(".")
+    return f"sm_{major}{minor}a" if major in ("9", "10") else f"sm_{major}{minor}"
+
+
+def _cache_dir() -> Path:
+    default = Path.home() / ".cache" / "jax_mace" / "kernels"
+    return Path(os.environ.get("JAX_MACE_KERNEL_CACHE", default))
+
+
+def _nvrtc_check(result, what: str, program=None) -> None:
+    from cuda.bindings import nvrtc
+
+    if result == nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        return
+    log = ""
+    if program is not None:
+        _, size = nvrtc.nvrtcGetProgramLogSize(program)
+        buf = b" " * size
+        nvrtc.nvrtcGetProgramLog(program, buf)
+        log = buf.decode(errors="replace")
+    raise RuntimeError(f"NVRTC {what} failed ({result}):\n{log[-4000:]}")
+
+
+def compile_cubin(source: str, arch: str) -> bytes:
+    """Compile generated CUDA ``source`` for ``arch`` with NVRTC; returns the cubin."""
+    from cuda.bindings import nvrtc
+
+    err, prog = nvrtc.nvrtcCreateProgram(source.encode(), b"symjit.cu", 0, [], [])
+    _nvrtc_check(err, "create")
+    try:
+        opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"]
+        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        _nvrtc_check(err, "compile", prog)
+        err, size = nvrtc.nvrtcGetCUBINSize(prog)
+        _nvrtc_check(err, "cubin size")
+        cubin = b" " * size
+        (err,) = nvrtc.nvrtcGetCUBIN(prog, cubin)
+        _nvrtc_check(err, "cubin")
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+    return cubin
+
+
+@functools.lru_cache(maxsize=256)
+def kernel_key(paths: PathList, name: str, ctype: str) -> int:
+    """Key of the loaded kernel for program ``name`` of ``paths`` (compiled/loaded on demand)."""
+    import importlib
+
+    module = importlib.import_module("jax_mace._mace_cuda")
+    arch = gpu_arch()
+    source = codegen.generate(programs(paths)[name], ctype)
+    key = codegen.source_key(f"{arch}\n{source}")
+    if module.symjit_registered(key):
+        return key
+    path = _cache_dir() / f"symjit_{key:016x}_{arch}.cubin"
+    cubin = path.read_bytes() if path.is_file() else None
+    if not cubin:
+        cubin = compile_cubin(source, arch)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(cubin)
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only cache only costs a recompilation next time
+    module.symjit_register(key, cubin)
+    return key
+
+
+def _launch(paths: PathList, name: str, node_in, species_in, sort):
+    """Run program ``name``: returns ``(node outputs, species outputs)`` as lists."""
+    prog = programs(paths)[name]
+    dtype = node_in[0].dtype
+    ctype = "float" if dtype == jnp.float32 else "double"
+    key = kernel_key(paths, name, ctype)
+    n, c = node_in[0].shape[:2]
+    s = species_in[0].shape[0]
+    nout = [len(a) for a in prog.node_out]
+    sout = [len(a) for a in prog.species_out]
+    shapes = [_SDS((n, c, m), dtype) for m in nout] + [_SDS((1,), dtype)] * (2 - len(nout))
+    shapes += [_SDS((s, m, c), dtype) for m in sout] + [_SDS((1,), dtype)] * (2 - len(sout))
+    node_args = [a.astype(dtype) for a in node_in]
+    species_args = [a.astype(dtype) for a in species_in]
+    node_args += [node_args[0]] * (3 - len(node_args))
+    species_args += [species_args[0]] * (2 - len(species_args))
+    outs = jax.ffi.ffi_call(TARGET, shapes, vmap_method="sequential")(
+        *sort,
+        *node_args,
+        *species_args,
+        key=np.int64(key),
+        chunk=np.int64(32 if sout else 16),
+        smem=np.int64(codegen.smem_bytes(prog, ctype)),
+        nin_widths=np.asarray(prog.node_in, np.int64),
+        sin_widths=np.asarray(prog.species_in, np.int64),
+        nout_widths=np.asarray(nout, np.int64),
+        sout_widths=np.asarray(sout, np.int64),
+    )
+    return list(outs[: len(nout)]), list(outs[2 : 2 + len(sout)])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _contract(paths, x, w, perm, items, nitems):
+    (out,), _ = _launch(paths, "fwd", [x], [w], (perm, items, nitems))
+    return out
+
+
+def _contract_fwd(paths, x, w, perm, items, nitems):
+    return _contract(paths, x, w, perm, items, nitems), (x, w, perm, items, nitems)
+
+
+def _contract_bwd(paths, res, g):
+    x, w, perm, items, nitems = res
+    gx, gw = _contract_vjp(paths, x, w, g, perm, items, nitems)
+    return gx, gw, None, None, None
+
+
+_contract.defvjp(_contract_fwd, _contract_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _contract_vjp(paths, x, w, g, perm, items, nitems):
+    """``(gx [N, C, K], gW [S, W, C])``: the VJP of :func:`_contract` for cotangent ``g``."""
+    (gx,), (gw,) = _launch(paths, "bwd", [x, g], [w], (perm, items, nitems))
+    return gx, gw
+
+
+def _contract_vjp_fwd(paths, x, w, g, perm, items, nitems):
+    return _contract_vjp(paths, x, w, g, perm, items, nitems), (x, w, g, perm, items, nitems)
+
+
+def _contract_vjp_bwd(paths, res, cts):
+    x, w, g, perm, items, nitems = res
+    hx, hw = cts
+    (dx, dg), (dw,) = _launch(paths, "bwd2", [x, g, hx], [w, hw], (perm, items, nitems))
+    return dx, dw, dg, None, None, None
+
+
+_contract_vjp.defvjp(_contract_vjp_fwd, _contract_vjp_bwd)
+
+
+def symmetric_contraction_jit(
+    x: jax.Array, weights: jax.Array, species: jax.Array, paths: PathList
+) -> jax.Array:
+    """Specialised-kernel twin of :func:`~.reference.symmetric_contraction`.
+
+    Args:
+        x: ``[N, C, K]`` float32/float64.
+        weights: ``[S, W, C]`` (cast to ``x.dtype``).
+        species: ``[N]`` integers; nodes with a species outside ``[0, S)`` get zero outputs.
+        paths: the path list (static).
+
+    Returns:
+        ``[N, C, M]`` in ``x.dtype``.
+    """
+    from jax_mace.symmetric_contraction.cuda import _sort
+    from jax_mace.symmetric_contraction.reference import _check_shapes
+
+    _check_shapes(x, weights, species, paths)
+    reason = unavailable_reason(x, paths)
+    if reason is not None:
+        raise RuntimeError(reason)
+    n, c, _ = x.shape
+    if n == 0 or c == 0 or weights.shape[0] == 0:
+        return jnp.zeros((n, c, paths.num_out), x.dtype)
+    perm, items, nitems = _sort(species, weights.shape[0])
+    return _contract(paths, x, weights.astype(x.dtype), perm, items, nitems)

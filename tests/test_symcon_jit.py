@@ -1,0 +1,164 @@
+"""Specialised symmetric-contraction kernels (backend "cuda"): the CPU-checkable parts.
+
+The programs (polynomials) are compared with autodiff of the pure-JAX reference; the Horner
+tries the code generator emits are evaluated in Python against the polynomials; the generated
+CUDA source is compiled for sm_90a when nvcc is present. Kernel-vs-reference checks on the GPU
+live in ``test_symcon_cuda.py`` (parametrised over both CUDA backends).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jax_mace.symmetric_contraction import codegen
+from jax_mace.symmetric_contraction import polynomial as poly
+from jax_mace.symmetric_contraction.dispatch import contract
+from jax_mace.symmetric_contraction.paths import build_path_list
+from jax_mace.symmetric_contraction.reference import symmetric_contraction
+
+LMAX3 = "0e+1o+2e+3o"
+CASES = [
+    ("0e+1o", "0e+1o+2e", 3),
+    ("1o+2e", "1o", 2),
+    ("0e+2e", "0e+2e", 1),
+    ("0e", "0e", 3),
+    (LMAX3, "0e+1o", 3),
+]
+
+
+@functools.cache
+def _paths(irreps_in, irreps_out, corr):
+    return build_path_list(irreps_in, irreps_out, corr)
+
+
+def _random_inputs(paths, seed, n=9, c=3, s=4):
+    rng = np.random.default_rng(seed)
+    k, m, nw = paths.num_in, paths.num_out, paths.num_weights
+    x = rng.normal(size=(n, c, k))
+    w = rng.normal(size=(s, nw, c))
+    species = rng.integers(0, s, n)
+    species[:2] = [-1, s]  # out of range: zero outputs, no weight gradient
+    g = rng.normal(size=(n, c, m))
+    hx = rng.normal(size=(n, c, k))
+    hw = rng.normal(size=(s, nw, c))
+    return x, w, species, g, hx, hw
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_programs_match_autodiff_of_reference(case):
+    paths = _paths(*case)
+    progs = poly.programs(paths)
+    x, w, species, g, hx, hw = _random_inputs(paths, seed=len(case[1]))
+    with jax.enable_x64(True):
+        sp = jnp.asarray(species)
+
+        def f(x_, w_):
+            return symmetric_contraction(x_, w_, sp, paths)
+
+        def vjp(x_, w_, g_):
+            return jax.vjp(f, x_, w_)[1](g_)
+
+        (out,), _ = poly.evaluate(progs["fwd"], [x], [w], species)
+        np.testing.assert_allclose(out, f(x, w), rtol=1e-12, atol=1e-12)
+        assert np.all(out[:2] == 0.0)
+
+        gx_ref, gw_ref = vjp(x, w, g)
+        (gx,), (gw,) = poly.evaluate(progs["bwd"], [x, g], [w], species)
+        np.testing.assert_allclose(gx, gx_ref, rtol=1e-11, atol=1e-11)
+        np.testing.assert_allclose(gw, gw_ref, rtol=1e-11, atol=1e-11)
+
+        dx_ref, dw_ref, dg_ref = jax.vjp(vjp, x, w, g)[1]((hx, hw))
+        (dx, dg), (dw,) = poly.evaluate(progs["bwd2"], [x, g, hx], [w, hw], species)
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(dg, dg_ref, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(dw, dw_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_program_shapes_and_sizes():
+    paths = _paths(LMAX3, "0e+1o+2e", 3)
+    progs = poly.programs(paths)
+    k, m, nw = paths.num_in, paths.num_out, paths.num_weights
+    assert progs["fwd"].node_in == (k,) and progs["fwd"].species_in == (nw,)
+    assert [len(a) for a in progs["bwd"].node_out] == [k]
+    assert [len(a) for a in progs["bwd"].species_out] == [nw]
+    assert [len(a) for a in progs["bwd2"].node_out] == [k, m]
+    assert progs["fwd"].num_monomials == paths.num_paths  # one monomial per path (W included)
+
+
+@pytest.mark.parametrize("case", CASES[:3])
+def test_horner_tries_equal_the_polynomials(case):
+    paths = _paths(*case)
+    rng = np.random.default_rng(11)
+    values: dict[int, float] = {}
+
+    def env(var):
+        if var not in values:
+            values[var] = rng.normal()
+        return values[var]
+
+    for prog in poly.programs(paths).values():
+        for arrays in (prog.node_out, prog.species_out):
+            for array in arrays:
+                for p in array:
+                    trie = codegen.build_trie(p)
+                    direct = sum(c * np.prod([env(v) for v in mono]) for mono, c in p.items())
+                    assert trie.value(env) == pytest.approx(direct, rel=1e-12, abs=1e-12)
+                    assert trie.edges() <= sum(len(mono) for mono in p)
+
+
+def test_literals_round_trip():
+    em32, em64 = codegen._Emitter("float"), codegen._Emitter("double")
+    for v in [0.1, -1.0 / 3.0, 1e-30, 12345.678, np.sqrt(2.0)]:
+        assert np.float32(float(em32.literal(v)[:-1])) == np.float32(v)
+        assert float(em64.literal(v)) == v
+
+
+def test_generated_source_structure():
+    paths = _paths(*CASES[0])
+    src = codegen.generate(poly.programs(paths)["bwd2"], "float")
+    assert f'extern "C" __global__ void __launch_bounds__(128) {codegen.KERNEL_NAME}(' in src
+    assert codegen.ARGS_STRUCT in src
+    assert "atomicAdd" in src and "__noinline__" in src
+    assert codegen.source_key(src) == codegen.source_key(src) > 0
+    with pytest.raises(ValueError, match="ctype"):
+        codegen.generate(poly.programs(paths)["fwd"], "half")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
+@pytest.mark.parametrize("ctype", ["float", "double"])
+def test_generated_source_compiles_for_sm90a(tmp_path, ctype):
+    paths = _paths(*CASES[0])
+    for name, prog in poly.programs(paths).items():
+        src = tmp_path / f"{name}.cu"
+        src.write_text(codegen.generate(prog, ctype))
+        run = subprocess.run(
+            [
+                "nvcc",
+                "-arch=sm_90a",
+                "-cubin",
+                "-Xptxas",
+                "-v",
+                "-o",
+                str(tmp_path / "k.cubin"),
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "spill stores" in run.stderr
+
+
+def test_unknown_backend_is_rejected():
+    paths = _paths(*CASES[3])
+    x = jnp.ones((2, 1, paths.num_in))
+    w = jnp.ones((1, paths.num_weights, 1))
+    with pytest.raises(ValueError, match="cuda-engine"):
+        contract(x, w, jnp.zeros((2,), jnp.int32), paths, backend="triton")
