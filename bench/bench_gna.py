@@ -7,13 +7,18 @@ straight from ``[batch, *spatial, heads, dim]``), cuDNN's dense time
 speedup, the simulator's bound for the tile shape used, and effective TFLOP/s
 (``4 * heads * head_dim * visible pairs / time``). Writes ``gna_<gpu>.json`` under ``--out``.
 
-Usage: python bench/bench_gna.py --out bench/results [--cases flux_gna,dense_2d] [--quick]
+Every case here takes the TMA producer of the kernel (dilation 1, head_dim 128); ``--ab`` also
+times the cp.async producer in the same run (``JAXK_GNA_FORCE_CPASYNC=1``, read by the kernel's
+FFI handler at every call) and records ``gna_cpasync_ms``.
+
+Usage: python bench/bench_gna.py --out bench/results [--cases flux4k_gna,dense_2d_128x128] [--ab]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -61,7 +66,16 @@ def time_fn(fn, args, min_time: float = 0.5, repeats: int = 5) -> dict:
 _DENSE_CACHE: dict = {}
 
 
-def run_case(name: str, spec, rng_key) -> dict:
+def time_cpasync(fn, args) -> dict:
+    """``fn`` timed with the kernel's cp.async producer forced."""
+    os.environ["JAXK_GNA_FORCE_CPASYNC"] = "1"
+    try:
+        return time_fn(fn, args)
+    finally:
+        del os.environ["JAXK_GNA_FORCE_CPASYNC"]
+
+
+def run_case(name: str, spec, rng_key, ab: bool = False) -> dict:
     grid, window, stride, heads, tile = spec
     params = make_params(grid, window, stride)
     q_tile, kv_tile = cuda_backend.resolve_tiles(params, HEAD_DIM, tile, tile)
@@ -111,6 +125,10 @@ def run_case(name: str, spec, rng_key) -> dict:
         "gna_effective_tflops": flops_sparse / t_gna["median_s"] / 1e12,
         "cudnn_tflops": flops_dense / t_dense["median_s"] / 1e12,
     }
+    if ab:
+        t_cp = time_cpasync(gna, (q, k, v))
+        row["gna_cpasync_ms"] = 1e3 * t_cp["median_s"]
+        row["tma_speedup_over_cpasync"] = t_cp["median_s"] / t_gna["median_s"]
     return row
 
 
@@ -118,7 +136,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--ab", action="store_true", help="also time the cp.async producer")
     args = parser.parse_args()
+    if os.environ.get("JAXK_GNA_FORCE_CPASYNC", "0") not in ("", "0"):
+        raise SystemExit("unset JAXK_GNA_FORCE_CPASYNC (use --ab to time the cp.async producer)")
 
     status = __import__("jax_gna").cuda_status()
     if not status.available:
@@ -128,7 +149,7 @@ def main() -> None:
     key = jax.random.PRNGKey(0)
     for name in args.cases.split(","):
         key, sub = jax.random.split(key)
-        row = run_case(name, CASES[name], sub)
+        row = run_case(name, CASES[name], sub, args.ab)
         rows.append(row)
         print(
             f"{name:18s} gna {row['gna_ms']:9.3f} ms  cudnn {row['cudnn_ms']:9.3f} ms  "
@@ -137,6 +158,12 @@ def main() -> None:
             f"TFLOP/s  cudnn {row['cudnn_tflops']:6.1f} TFLOP/s",
             flush=True,
         )
+        if args.ab:
+            print(
+                f"{'':18s} cp.async producer {row['gna_cpasync_ms']:9.3f} ms  "
+                f"TMA speedup {row['tma_speedup_over_cpasync']:5.2f}x",
+                flush=True,
+            )
     try:
         from jax._src.lib import cuda_versions
 
@@ -153,6 +180,7 @@ def main() -> None:
         "dtype": "bfloat16",
         "head_dim": HEAD_DIM,
         "batch": 1,
+        "producer": "TMA (gna_ms), cp.async (gna_cpasync_ms)" if args.ab else "TMA",
         "timing": "median of 5 repeats of back-to-back jitted calls, after warm-up",
     }
     out = Path(args.out)

@@ -3,7 +3,8 @@
 The CPU tests replay the kernel's index arithmetic over the launch tables in NumPy and check that
 the visited (query, key) pairs are exactly the neighbourhood mask. The GPU tests compare the
 kernel with a float64 brute-force masked attention on the same (rounded) inputs: 300 seeded
-random configurations plus hand-picked edge cases.
+random configurations plus hand-picked edge cases, on both producers of the head_dim <= 128
+kernel (TMA where the call allows it; cp.async forced with ``JAXK_GNA_FORCE_CPASYNC=1``).
 """
 
 from __future__ import annotations
@@ -251,9 +252,29 @@ def check_config(cfg, seed=0, scale=None):
     np.testing.assert_allclose(lse, ref_lse, atol=1e-2, rtol=0)
 
 
+@pytest.fixture(params=["tma", "cpasync"])
+def producer(request, monkeypatch):
+    """Runs a test on the TMA producer (where the call allows it) and on the forced cp.async one.
+
+    The FFI handler reads the variable at every call, so no recompilation is involved.
+    """
+    if request.param == "cpasync":
+        monkeypatch.setenv("JAXK_GNA_FORCE_CPASYNC", "1")
+    else:
+        monkeypatch.delenv("JAXK_GNA_FORCE_CPASYNC", raising=False)
+    return request.param
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("seed", range(300))
 def test_random_configs(seed):
+    check_config(random_config(seed), seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("seed", range(0, 300, 4))
+def test_random_configs_cpasync(seed, monkeypatch):
+    monkeypatch.setenv("JAXK_GNA_FORCE_CPASYNC", "1")
     check_config(random_config(seed), seed)
 
 
@@ -300,8 +321,51 @@ for _dt in ("bfloat16", "float16"):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", sorted(EDGE_CASES))
-def test_edge_cases(name):
+def test_edge_cases(name, producer):
     check_config(EDGE_CASES[name], seed=len(name))
+
+
+# Dilation 1, head_dim <= 128: the TMA producer's boxes (zero-filled past the grid on every axis,
+# batch a separate tensor-map axis, GQA head columns).
+TMA_CASES = {
+    "1d_partial": _edge((300,), 37, 3, head_dim=128, b=2),
+    "1d_shorter_than_tile": _edge((50,), 9, head_dim=64),
+    "2d_partial_both": _edge((37, 29), (7, 9), (2, 3), head_dim=128, hq=4, hk=2, b=2),
+    "2d_tile_past_axis0": _edge((5, 40), (3, 9), head_dim=64, tiles=((8, 16), (8, 16))),
+    "3d_partial_batch": _edge((5, 9, 11), (3, 4, 5), head_dim=128, b=3, tiles=((2, 8, 8),) * 2),
+    # KV boxes of 4 along an axis 0 of length 3: past n0 must read zeros, not the next batch entry.
+    "3d_box_past_n0": _edge((3, 6, 10), 3, head_dim=64, b=2, tiles=((4, 4, 8), (4, 4, 8))),
+    "3d_causal_gqa": _edge((6, 10, 13), (3, 4, 5), (1, 2, 3), 1, True, 128, hq=6, hk=2),
+    "mqa_f16_d32": _edge((24, 24), 9, 4, head_dim=32, dtype="float16", hq=4, hk=1, b=2),
+    "bf16_d32": _edge((7, 11, 9), (3, 5, 3), head_dim=32, hq=2, hk=2),
+    "f16_d128_dense": _edge((16, 24), (16, 24), head_dim=128, dtype="float16"),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(TMA_CASES))
+def test_tma_cases(name, producer):
+    check_config(TMA_CASES[name], seed=len(name) + 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "cfg,force,expect",
+    [
+        (TMA_CASES["2d_partial_both"], False, "TMA producer"),
+        (EDGE_CASES["dims_bfloat16_32"], False, "cp.async producer: dilation > 1"),
+        (TMA_CASES["2d_partial_both"], True, "cp.async producer: forced by JAXK_GNA_FORCE_CPASYNC"),
+    ],
+)
+def test_producer_report(cfg, force, expect, monkeypatch, capfd):
+    """JAXK_GNA_DEBUG=1 makes the FFI handler report which producer each call runs."""
+    monkeypatch.setenv("JAXK_GNA_DEBUG", "1")
+    if force:
+        monkeypatch.setenv("JAXK_GNA_FORCE_CPASYNC", "1")
+    else:
+        monkeypatch.delenv("JAXK_GNA_FORCE_CPASYNC", raising=False)
+    check_config(cfg)
+    assert expect in capfd.readouterr().err
 
 
 @pytest.mark.gpu

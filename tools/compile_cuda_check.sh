@@ -11,3 +11,9 @@ cmake -S . -B "$build" -G Ninja -DJAXK_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
   -DPython_EXECUTABLE="$(command -v python3)" -DCMAKE_CUDA_ARCHITECTURES=90a
 cmake --build "$build" -j "${JOBS:-2}"
 echo "CUDA sources compiled for sm_90a"
+# The GNA TMA producer's boxes must land where the wgmma layouts read them (host-only check).
+cutlass=${CUTLASS_DIR:-$(python3 -c "import cutlass_library; print(cutlass_library.source_path)")}
+nvcc=$(grep -m1 '^CMAKE_CUDA_COMPILER:' "$build/CMakeCache.txt" | cut -d= -f2)
+"${nvcc:-nvcc}" -std=c++17 --expt-relaxed-constexpr -Icpp -isystem "$cutlass/include" \
+  tools/check_gna_tma_layout.cu -o "$build/check_gna_tma_layout"
+"$build/check_gna_tma_layout"

@@ -1,10 +1,11 @@
 // GNA forward kernel instantiation: bfloat16_t, head_dim 128 (warp-specialised kernel).
-#include "gna/fwd_kernel_ws.cuh"
+#include "gna/fwd_launch_ws.cuh"
 
 namespace jaxk::gna {
 
-cudaError_t LaunchFwdBf16_D128(const FwdParams& params, cudaStream_t stream) {
-  return LaunchFwdWsKernel<cute::bfloat16_t, 128>(params, stream);
+cudaError_t LaunchFwdBf16_D128(const FwdParams& params, const FwdTmaMaps* tma,
+                               cudaStream_t stream) {
+  return LaunchFwdWsKernel<cute::bfloat16_t, 128>(params, tma, stream);
 }
 
 }  // namespace jaxk::gna

@@ -4,7 +4,8 @@
 
 namespace jaxk::gna {
 
-cudaError_t LaunchFwdBf16_D256(const FwdParams& params, cudaStream_t stream) {
+cudaError_t LaunchFwdBf16_D256(const FwdParams& params, const FwdTmaMaps* /*tma*/,
+                               cudaStream_t stream) {
   return LaunchFwdKernel<cute::bfloat16_t, 256>(params, stream);
 }
 

@@ -4,7 +4,8 @@
 
 namespace jaxk::gna {
 
-cudaError_t LaunchFwdF16_D256(const FwdParams& params, cudaStream_t stream) {
+cudaError_t LaunchFwdF16_D256(const FwdParams& params, const FwdTmaMaps* /*tma*/,
+                              cudaStream_t stream) {
   return LaunchFwdKernel<cute::half_t, 256>(params, stream);
 }
 

@@ -6,9 +6,12 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "gna/fwd_params.h"
+#include "gna/fwd_tma_host.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jaxk::gna {
@@ -25,31 +28,32 @@ int Log2Exact(int64_t x) {
   return (int64_t{1} << s) == x ? s : -1;
 }
 
-// One launcher per (dtype, head_dim); head_dim 256 runs the non-specialised kernel.
+// One launcher per (dtype, head_dim); head_dim 256 runs the non-specialised kernel. `tma`
+// (null: cp.async producer) is only read by the warp-specialised kernel.
 cudaError_t Dispatch(ffi::DataType dtype, int64_t head_dim, const FwdParams& params,
-                     cudaStream_t stream, bool* found) {
+                     const FwdTmaMaps* tma, cudaStream_t stream, bool* found) {
   *found = true;
   if (dtype == ffi::DataType::BF16) {
     switch (head_dim) {
       case 32:
-        return LaunchFwdBf16_D32(params, stream);
+        return LaunchFwdBf16_D32(params, tma, stream);
       case 64:
-        return LaunchFwdBf16_D64(params, stream);
+        return LaunchFwdBf16_D64(params, tma, stream);
       case 128:
-        return LaunchFwdBf16_D128(params, stream);
+        return LaunchFwdBf16_D128(params, tma, stream);
       case 256:
-        return LaunchFwdBf16_D256(params, stream);
+        return LaunchFwdBf16_D256(params, tma, stream);
     }
   } else if (dtype == ffi::DataType::F16) {
     switch (head_dim) {
       case 32:
-        return LaunchFwdF16_D32(params, stream);
+        return LaunchFwdF16_D32(params, tma, stream);
       case 64:
-        return LaunchFwdF16_D64(params, stream);
+        return LaunchFwdF16_D64(params, tma, stream);
       case 128:
-        return LaunchFwdF16_D128(params, stream);
+        return LaunchFwdF16_D128(params, tma, stream);
       case 256:
-        return LaunchFwdF16_D256(params, stream);
+        return LaunchFwdF16_D256(params, tma, stream);
     }
   }
   *found = false;
@@ -120,8 +124,19 @@ ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, f
   p.scale = scale;
   p.scale_log2 = scale * 1.4426950408889634f;
 
+  // The TMA producer where it applies (JAXK_GNA_FORCE_CPASYNC=1 forces cp.async for A/B tests);
+  // JAXK_GNA_DEBUG=1 reports the choice on stderr.
+  FwdTmaMaps maps;
+  const bool bf16 = q.element_type() == ffi::DataType::BF16;
+  const char* no_tma = PrepareTmaMaps(p, head_dim, bf16, &maps);
+  if (const char* debug = std::getenv("JAXK_GNA_DEBUG"); debug != nullptr && debug[0] == '1') {
+    std::fprintf(stderr, "jaxk_gna_fwd: head_dim %lld, %s producer%s%s\n",
+                 static_cast<long long>(head_dim), no_tma ? "cp.async" : "TMA", no_tma ? ": " : "",
+                 no_tma ? no_tma : "");
+  }
   bool found = false;
-  const cudaError_t err = Dispatch(q.element_type(), head_dim, p, stream, &found);
+  const cudaError_t err =
+      Dispatch(q.element_type(), head_dim, p, no_tma ? nullptr : &maps, stream, &found);
   if (!found) {
     return ffi::Error::InvalidArgument(
         "gna_fwd: no kernel for this dtype/head_dim (need bf16 or "

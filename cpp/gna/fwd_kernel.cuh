@@ -14,62 +14,31 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cute/arch/mma_sm90.hpp>
-#include <cute/atom/mma_atom.hpp>
 #include <cute/tensor.hpp>
-#include <type_traits>
 
 #include "gna/fwd_device.cuh"
+#include "gna/fwd_layouts.cuh"
 #include "gna/fwd_params.h"
 #include "gna/fwd_softmax.cuh"
 #include "gna/fwd_sync.cuh"
 
 namespace jaxk::gna {
 
+// Two warpgroups of 64 query rows; kBlockKV = jax_gna.tiling.kv_block; K and V double-buffered.
+template <class Element, int kHeadDim>
+using FwdConfigLayouts = FwdLayouts<Element, kHeadDim, 128, (kHeadDim > 128 ? 64 : 128), 2>;
+
 template <class Element_, int kHeadDim_>
-struct FwdConfig {
-  using Element = Element_;
-  static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockQ = 128;                         // two warpgroups of 64 rows
-  static constexpr int kBlockKV = kHeadDim > 128 ? 64 : 128;  // = jax_gna.tiling.kv_block
-  static constexpr int kStages = 2;
+struct FwdConfig : FwdConfigLayouts<Element_, kHeadDim_> {
+  using Base = FwdConfigLayouts<Element_, kHeadDim_>;
   static constexpr int kThreads = 256;
   static constexpr int kChunk = 8;  // elements per 16-byte copy
-  static constexpr int kChunksPerRow = kHeadDim / kChunk;
+  static constexpr int kChunksPerRow = Base::kHeadDim / kChunk;
   static constexpr int kRowsPerPass = kThreads / kChunksPerRow;
-  static_assert(kBlockQ % kRowsPerPass == 0 && kBlockKV % kRowsPerPass == 0);
-
-  static constexpr bool kSw128 = kHeadDim % 64 == 0;
-  using AtomK = std::conditional_t<kSw128, cute::GMMA::Layout_K_SW128_Atom<Element>,
-                                   cute::GMMA::Layout_K_SW64_Atom<Element>>;
-  using AtomMN = std::conditional_t<kSw128, cute::GMMA::Layout_MN_SW128_Atom<Element>,
-                                    cute::GMMA::Layout_MN_SW64_Atom<Element>>;
-  using SmemLayoutQ = decltype(cute::tile_to_shape(
-      AtomK{}, cute::Shape<cute::Int<kBlockQ>, cute::Int<kHeadDim>>{}));
-  using SmemLayoutK = decltype(cute::tile_to_shape(
-      AtomK{}, cute::Shape<cute::Int<kBlockKV>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
-  // V is read as the MN-major B operand of O += P V: (head_dim, kv) with head_dim contiguous.
-  using SmemLayoutV = decltype(cute::tile_to_shape(
-      AtomMN{}, cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockKV>, cute::Int<kStages>>{},
-      cute::Step<cute::_2, cute::_1, cute::_3>{}));
-
-  using WarpGroups = cute::Layout<cute::Shape<cute::_2, cute::_1, cute::_1>>;
-  using TiledMmaQK = decltype(cute::make_tiled_mma(
-      cute::SM90::GMMA::ss_op_selector<
-          Element, Element, float,
-          cute::Shape<cute::_64, cute::Int<kBlockKV>, cute::Int<kHeadDim>>>(),
-      WarpGroups{}));
-  using TiledMmaPV = decltype(cute::make_tiled_mma(
-      cute::SM90::GMMA::rs_op_selector<
-          Element, Element, float, cute::Shape<cute::_64, cute::Int<kHeadDim>, cute::Int<kBlockKV>>,
-          cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
-      WarpGroups{}));
-
-  static constexpr int kSmemQ = cute::cosize_v<SmemLayoutQ>;
-  static constexpr int kSmemK = cute::cosize_v<SmemLayoutK>;
-  static constexpr int kSmemV = cute::cosize_v<SmemLayoutV>;
+  static_assert(Base::kBlockQ % kRowsPerPass == 0 && Base::kBlockKV % kRowsPerPass == 0);
   // +1024: the swizzled layouts need a 1024-byte aligned base.
-  static constexpr int kSmemBytes = (kSmemQ + kSmemK + kSmemV) * sizeof(Element) + 1024;
+  static constexpr int kSmemBytes =
+      (Base::kSmemQ + Base::kSmemK + Base::kSmemV) * sizeof(Element_) + 1024;
 };
 
 // Gathers `kRows` token rows of one tile into shared memory. `row_at(r, offset)` gives the

@@ -2,6 +2,7 @@
 // Plain C++ (no CuTe), shared by the FFI handler and the kernel translation units.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -32,7 +33,16 @@ struct FwdParams {
   float scale_log2;     // scale * log2(e)
 };
 
+// Tensor maps of the TMA producer, built on the host per call (fwd_tma_host.h). Each views its
+// tensor as 5-D, innermost first: (heads * head_dim, n2, n1, n0, batch).
+struct FwdTmaMaps {
+  CUtensorMap q;
+  CUtensorMap k;
+  CUtensorMap v;
+};
+
 // One function per compiled configuration (element type, head_dim); each lives in its own .cu.
+// `tma` (may be null) selects the TMA producer where the configuration has one.
 #define JAXK_GNA_FWD_CONFIGS(X) \
   X(Bf16, 32)                   \
   X(Bf16, 64)                   \
@@ -43,8 +53,9 @@ struct FwdParams {
   X(F16, 128)                   \
   X(F16, 256)
 
-#define JAXK_GNA_DECLARE_FWD(T, D) \
-  cudaError_t LaunchFwd##T##_D##D(const FwdParams& params, cudaStream_t stream);
+#define JAXK_GNA_DECLARE_FWD(T, D)                                                \
+  cudaError_t LaunchFwd##T##_D##D(const FwdParams& params, const FwdTmaMaps* tma, \
+                                  cudaStream_t stream);
 JAXK_GNA_FWD_CONFIGS(JAXK_GNA_DECLARE_FWD)
 #undef JAXK_GNA_DECLARE_FWD
 

@@ -27,6 +27,14 @@ __device__ __forceinline__ void MbarArrive(uint64_t* bar) {
                : "memory");
 }
 
+// Arrives on `bar` and raises the bytes its current phase waits for by `bytes` (TMA copies
+// complete_tx them when they land).
+__device__ __forceinline__ void MbarArriveExpectTx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(SmemAddr(bar)),
+               "r"(bytes)
+               : "memory");
+}
+
 // Arrives on `bar` once all cp.async copies issued so far by this thread have landed; the
 // barrier's expected count includes this arrival (.noinc).
 __device__ __forceinline__ void CpAsyncArriveNoinc(uint64_t* bar) {

@@ -1,0 +1,197 @@
+// Consumer warpgroups of the warp-specialised GNA forward kernels (sm_90a): two warpgroups of 64
+// query rows each run S = Q K^T and O += P V on wgmma (P from registers) with the online softmax
+// in registers, and take turns issuing their GEMMs through named barriers ("ping-pong"), so that
+// one warpgroup's softmax overlaps the other's tensor-core work; within a warpgroup,
+// P(i-1) V(i-1) and Q K(i)^T are issued together. They wait on the full barriers of the Q tile
+// and the K/V ring and hand stages back through the empty barriers; what fills them is the
+// producer's business.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cute/tensor.hpp>
+
+#include "gna/fwd_device.cuh"
+#include "gna/fwd_params.h"
+#include "gna/fwd_softmax.cuh"
+#include "gna/fwd_sync.cuh"
+#include "gna/fwd_work.cuh"
+#include "gna/fwd_ws_config.cuh"
+
+namespace jaxk::gna {
+
+template <class Cfg, class TQ, class TK, class TV>
+__device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, TQ& sQ, TK& sK,
+                                        TV& sV, uint64_t* q_full, uint64_t* k_full,
+                                        uint64_t* v_full, uint64_t* k_empty, uint64_t* v_empty) {
+  using namespace cute;
+  using Element = typename Cfg::Element;
+  constexpr int kD = Cfg::kHeadDim;
+  constexpr int kBQ = Cfg::kBlockQ;
+  constexpr int kBKV = Cfg::kBlockKV;
+  constexpr int kS = Cfg::kStages;
+  const int tid = threadIdx.x;
+  const int64_t tokens = int64_t(p.n[0]) * p.n[1] * p.n[2];
+  const int64_t q_base = (w.batch * tokens * p.heads_q + w.head) * kD;
+  const int64_t q_stride = int64_t(p.heads_q) * kD;
+  const int ctid = tid - Cfg::kProducerThreads;  // 0..255
+  const int consumer = ctid / 128;               // owns Q rows [64 * consumer, +64)
+  const int other = consumer ^ 1;
+
+  typename Cfg::TiledMmaQK mma_qk;
+  typename Cfg::TiledMmaPV mma_pv;
+  auto thr_qk = mma_qk.get_thread_slice(ctid);
+  auto thr_pv = mma_pv.get_thread_slice(ctid);
+  Tensor tSrQ = thr_qk.make_fragment_A(thr_qk.partition_A(sQ));  // (MMA, MMA_M, MMA_K)
+  Tensor tSrK = thr_qk.make_fragment_B(thr_qk.partition_B(sK));  // (MMA, MMA_N, MMA_K, stage)
+  Tensor tOrV = thr_pv.make_fragment_B(thr_pv.partition_B(sV));  // (MMA, MMA_N, MMA_K, stage)
+  Tensor acc_o = partition_fragment_C(mma_pv, Shape<Int<kBQ>, Int<kD>>{});
+  Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBQ>, Int<kBKV>>{});
+  Tensor acc_o_rc = make_tensor(acc_o.data(), RowColView(acc_o.layout()));
+  Tensor s_rc = make_tensor(acc_s.data(), RowColView(acc_s.layout()));
+  Tensor p_regs = make_tensor_like<Element>(acc_s);
+  Tensor tOrP = make_tensor(p_regs.data(), AccumulatorAsA(p_regs.layout()));
+  clear(acc_o);
+
+  Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBQ>, Int<kBKV>>{}));
+  Tensor tScS_rc = make_tensor(tScS.data(), RowColView(tScS.layout()));
+  constexpr int kRows = decltype(size<0>(s_rc))::value;
+  const RowWindows<kRows> win =
+      LoadRowWindows<kRows>(p, w.ax, [&](int m) { return get<0>(tScS_rc(m, 0)); });
+  auto col_of = [&](int n) { return get<1>(tScS_rc(0, n)); };
+
+  float row_max[kRows], row_sum[kRows];
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    row_max[m] = -INFINITY;
+    row_sum[m] = 0.f;
+  }
+
+  auto issue_qk = [&](int stage) {
+    mma_qk.accumulate_ = GMMA::ScaleOut::Zero;
+#pragma unroll
+    for (int kb = 0; kb < size<2>(tSrQ); ++kb) {
+      cute::gemm(mma_qk, tSrQ(_, _, kb), tSrK(_, _, kb, stage), acc_s);
+      mma_qk.accumulate_ = GMMA::ScaleOut::One;
+    }
+  };
+  auto issue_pv = [&](int stage) {
+    mma_pv.accumulate_ = GMMA::ScaleOut::One;
+#pragma unroll
+    for (int kb = 0; kb < size<2>(tOrP); ++kb) {
+      cute::gemm(mma_pv, tOrP(_, _, kb), tOrV(_, _, kb, stage), acc_o);
+    }
+  };
+  auto softmax = [&](int it) {
+    int kt[3];
+    w.KvTile(it, kt);
+    if (!w.Unmasked(kt)) MaskScores<kRows>(s_rc, kt, win, p, col_of);
+    OnlineSoftmax<kRows>(s_rc, acc_o_rc, row_max, row_sum, p.scale_log2);
+#pragma unroll
+    for (int i = 0; i < size(acc_s); ++i) p_regs(i) = static_cast<Element>(acc_s(i));
+  };
+
+  // cp.async writes tiles through the generic proxy, which wgmma (async proxy) reads only after a
+  // proxy fence; TMA writes through the async proxy already.
+  auto fence_loads = [] {
+    if constexpr (!Cfg::kTma) FenceToAsyncProxy();
+  };
+
+  // The warp's wgmma reads of a stage are complete: one lane hands it back.
+  auto release = [&](uint64_t* empty) {
+    __syncwarp();
+    if (ctid % 32 == 0) MbarArrive(empty);
+  };
+
+  // Consumer 0 issues first; consumer 1 hands it the first turn.
+  if (consumer == 1) NamedArrive(kBarSchedule + 0, Cfg::kConsumerThreads);
+  MbarWait(q_full, 0);
+
+  // Block 0: S(0) = Q K(0)^T.
+  MbarWait(k_full, 0);
+  fence_loads();
+  NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
+  warpgroup_fence_operand(acc_s);
+  warpgroup_arrive();
+  issue_qk(0);
+  warpgroup_commit_batch();
+  NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
+  warpgroup_wait<0>();
+  warpgroup_fence_operand(acc_s);
+  release(k_empty);
+  softmax(0);
+
+  // Block it: O += P(it-1) V(it-1) and S(it) = Q K(it)^T, then the softmax of S(it).
+  for (int it = 1; it < w.num_kv; ++it) {
+    const int s = it % kS;
+    const int sp = (it - 1) % kS;
+    MbarWait(v_full + sp, ((it - 1) / kS) & 1);
+    MbarWait(k_full + s, (it / kS) & 1);
+    fence_loads();
+    NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
+    warpgroup_fence_operand(acc_s);
+    warpgroup_fence_operand(acc_o);
+    warpgroup_arrive();
+    issue_pv(sp);
+    issue_qk(s);
+    warpgroup_commit_batch();
+    NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_s);
+    warpgroup_fence_operand(acc_o);
+    release(v_empty + sp);
+    release(k_empty + s);
+    softmax(it);
+  }
+
+  // Last block: O += P V of the last tile. Consumer 1 skips its hand-over (nobody waits).
+  {
+    const int sp = (w.num_kv - 1) % kS;
+    MbarWait(v_full + sp, ((w.num_kv - 1) / kS) & 1);
+    fence_loads();
+    NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
+    warpgroup_fence_operand(acc_o);
+    warpgroup_arrive();
+    issue_pv(sp);
+    warpgroup_commit_batch();
+    if (consumer == 0) NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_o);
+  }
+
+  // Epilogue: normalise, write the log-sum-exp (natural log), stage O through this consumer's
+  // own rows of sQ (the other consumer only reads its own rows), then 16-byte stores.
+  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBQ>, Int<kD>>{}));
+  Tensor tOcO_rc = make_tensor(tOcO.data(), RowColView(tOcO.layout()));
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    const float lse = FinishRow(acc_o_rc, m, row_max[m], row_sum[m], p.scale_log2);
+    int64_t token;
+    if (ctid % 4 == 0 && w.QToken(get<0>(tOcO_rc(m, 0)), p, token)) {
+      p.lse[(w.batch * tokens + token) * p.heads_q + w.head] = lse;
+    }
+  }
+  Tensor tOsO = thr_pv.partition_C(sQ);
+  Tensor o_regs = make_tensor_like<Element>(acc_o);
+#pragma unroll
+  for (int i = 0; i < size(acc_o); ++i) o_regs(i) = static_cast<Element>(acc_o(i));
+  cute::copy(o_regs, tOsO);
+  NamedSync(kBarEpilogue + consumer, 128);
+  auto* o = static_cast<Element*>(p.o);
+  const int local = ctid % 128;
+  const int chunk = local % Cfg::kChunksPerRow;
+  constexpr int kRowsPerPass = 128 / Cfg::kChunksPerRow;
+#pragma unroll
+  for (int i = 0; i < 64 / kRowsPerPass; ++i) {
+    const int r = 64 * consumer + local / Cfg::kChunksPerRow + i * kRowsPerPass;
+    int64_t token;
+    if (w.QToken(r, p, token)) {
+      *reinterpret_cast<uint4*>(o + q_base + token * q_stride + chunk * Cfg::kChunk) =
+          *reinterpret_cast<const uint4*>(&sQ(r, chunk * Cfg::kChunk));
+    }
+  }
+}
+
+}  // namespace jaxk::gna

@@ -1,0 +1,111 @@
+// Warp-specialised GNA forward kernel for sm_90a with a TMA producer.
+//
+// Same work split and consumers (fwd_consumer.cuh) as fwd_kernel_ws.cuh; the producer is one
+// thread issuing one 5-D bulk tensor copy per tile and 64-column k-block (head_dim 32: one per
+// tile), completing on the stage's full barrier through its transaction count. The tensor maps
+// (fwd_tma_host.cc) view q, k and v as (heads * head_dim, n2, n1, n0, batch) with the box
+// (k-block, 2^shift[2], 2^shift[1], 2^shift[0], 1): the engine writes the box's token rows in
+// SplitRow order (axis 2 fastest) as 128-byte (head_dim 32: 64-byte) rows with the swizzle of
+// the wgmma layouts (fwd_layouts.cuh) and zero-fills tokens past the grid, which the mask
+// hides as in the cp.async kernel. Dilation 1 only (the host picks the cp.async kernel
+// otherwise), so tile coordinates are grid coordinates.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cute/tensor.hpp>
+
+#include "gna/fwd_consumer.cuh"
+#include "gna/fwd_params.h"
+#include "gna/fwd_sync.cuh"
+#include "gna/fwd_tma.cuh"
+#include "gna/fwd_work.cuh"
+#include "gna/fwd_ws_config.cuh"
+
+namespace jaxk::gna {
+
+template <class Cfg>
+__device__ __forceinline__ void ProduceTma(const FwdParams& p, const WorkTile& w,
+                                           const FwdTmaMaps& maps, const WsSmem<Cfg>& sm) {
+  using namespace cute;
+  using Element = typename Cfg::Element;
+  constexpr int kD = Cfg::kHeadDim;
+  constexpr int kS = Cfg::kStages;
+  constexpr int kBox = Cfg::kAtomCols;
+  constexpr uint32_t kQBytes = Cfg::kBlockQ * kD * sizeof(Element);
+  constexpr uint32_t kKvBytes = Cfg::kBlockKV * kD * sizeof(Element);
+  static_assert(Cfg::kSmemQ * sizeof(Element) == kQBytes && Cfg::kSmemK == kS * Cfg::kBlockKV * kD);
+  Tensor sQ = make_tensor(make_smem_ptr(sm.q), typename Cfg::SmemLayoutQ{});  // (q, d)
+  Tensor sK = make_tensor(make_smem_ptr(sm.k), typename Cfg::SmemLayoutK{});  // (kv, d, stage)
+  Tensor sV = make_tensor(make_smem_ptr(sm.v), typename Cfg::SmemLayoutV{});  // (d, kv, stage)
+  const int batch = static_cast<int>(w.batch);
+
+  MbarArriveExpectTx(sm.q_full, kQBytes);
+#pragma unroll
+  for (int kb = 0; kb < kD / kBox; ++kb) {
+    TmaLoad5d(&maps.q, sm.q_full, &sQ(0, kb * kBox), w.head * kD + kb * kBox, w.ax[2].q_start,
+              w.ax[1].q_start, w.ax[0].q_start, batch);
+  }
+  for (int it = 0; it < w.num_kv; ++it) {
+    const int s = it % kS;
+    const uint32_t parity = ((it / kS) & 1) ^ 1;
+    int kt[3];
+    w.KvTile(it, kt);
+    const int x0 = kt[0] << p.kv_shift[0];
+    const int x1 = kt[1] << p.kv_shift[1];
+    const int x2 = kt[2] << p.kv_shift[2];
+    const int col = w.head_kv * kD;
+    MbarWait(sm.k_empty + s, parity);
+    MbarArriveExpectTx(sm.k_full + s, kKvBytes);
+#pragma unroll
+    for (int kb = 0; kb < kD / kBox; ++kb) {
+      TmaLoad5d(&maps.k, sm.k_full + s, &sK(0, kb * kBox, s), col + kb * kBox, x2, x1, x0, batch);
+    }
+    MbarWait(sm.v_empty + s, parity);
+    MbarArriveExpectTx(sm.v_full + s, kKvBytes);
+#pragma unroll
+    for (int kb = 0; kb < kD / kBox; ++kb) {
+      TmaLoad5d(&maps.v, sm.v_full + s, &sV(kb * kBox, 0, s), col + kb * kBox, x2, x1, x0, batch);
+    }
+  }
+}
+
+template <class Cfg>
+__global__ void __launch_bounds__(Cfg::kThreads, 1)
+    GnaFwdTmaKernel(const __grid_constant__ FwdParams p, const __grid_constant__ FwdTmaMaps maps) {
+  using namespace cute;
+  static_assert(Cfg::kTma);
+  extern __shared__ char smem_raw[];
+  const WsSmem<Cfg> sm(smem_raw);
+  // The work item lives in shared memory: it is read rarely and registers are scarce.
+  WorkTile& w = *reinterpret_cast<WorkTile*>(sm.base + Cfg::kWorkOffset);
+  static_assert(sizeof(WorkTile) <= 128);
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    LoadWork(p, w);
+    // Full barriers: the producer's one arrival (with the expected bytes) per phase.
+    sm.InitBarriers(1);
+  } else if (tid == 32) {
+    PrefetchTensorMap(&maps.q);
+    PrefetchTensorMap(&maps.k);
+    PrefetchTensorMap(&maps.v);
+  }
+  __syncthreads();
+
+  if (tid < Cfg::kProducerThreads) {
+    // ---------------------------------------------------------------- producer warpgroup
+    RegDealloc<Cfg::kProducerRegs>();
+    if (tid == 0) ProduceTma<Cfg>(p, w, maps, sm);
+  } else {
+    // ---------------------------------------------------------------- consumer warpgroups
+    RegAlloc<Cfg::kConsumerRegs>();
+    Tensor sQ = make_tensor(make_smem_ptr(sm.q), typename Cfg::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(sm.k), typename Cfg::SmemLayoutK{});
+    Tensor sV = make_tensor(make_smem_ptr(sm.v), typename Cfg::SmemLayoutV{});
+    Consume<Cfg>(p, w, sQ, sK, sV, sm.q_full, sm.k_full, sm.v_full, sm.k_empty, sm.v_empty);
+  }
+}
+
+}  // namespace jaxk::gna

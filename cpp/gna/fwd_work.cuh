@@ -1,0 +1,84 @@
+// The work item of one CTA of the warp-specialised GNA forward kernels: its Q tile (one axis
+// tile per axis from the launch tables), batch entry and heads, and the KV tiles it visits.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "gna/fwd_device.cuh"
+#include "gna/fwd_params.h"
+
+namespace jaxk::gna {
+
+// Everything a CTA knows about its work item.
+struct WorkTile {
+  AxisTile ax[3];
+  int64_t batch;
+  int head;
+  int head_kv;
+  int kv_count[3];
+  int num_kv;
+
+  __device__ __forceinline__ void KvTile(int it, int (&kt)[3]) const {
+    kt[2] = ax[2].kv_lo + it % kv_count[2];
+    it /= kv_count[2];
+    kt[1] = ax[1].kv_lo + it % kv_count[1];
+    kt[0] = ax[0].kv_lo + it / kv_count[1];
+  }
+
+  // First token of KV tile `kt` (raster index in one batch entry) and, per axis, how many of
+  // its rows lie inside the group (the tile is interior when all of them do).
+  __device__ __forceinline__ int64_t KvTileStart(const int (&kt)[3], const FwdParams& p,
+                                                 int (&limit)[3], bool& interior) const {
+    int64_t x[3];
+    interior = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const int j0 = kt[a] << p.kv_shift[a];
+      x[a] = int64_t(j0) * p.dil[a] + ax[a].group;
+      limit[a] = ax[a].n_g - j0;
+      interior = interior && limit[a] >= (1 << p.kv_shift[a]);
+    }
+    return (x[0] * p.n[1] + x[1]) * p.n[2] + x[2];
+  }
+
+  __device__ __forceinline__ bool Unmasked(const int (&kt)[3]) const {
+    bool full = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) full = full && kt[a] >= ax[a].full_lo && kt[a] < ax[a].full_hi;
+    return full;
+  }
+
+  // Token of row r of the Q tile; false for padding.
+  __device__ __forceinline__ bool QToken(int r, const FwdParams& p, int64_t& token) const {
+    int c[3], j[3];
+    SplitRow(r, p.q_shift, c);
+#pragma unroll
+    for (int a = 0; a < 3; ++a) j[a] = ax[a].q_start + c[a];
+    return TokenOf(j, ax, p, token);
+  }
+};
+
+__device__ __forceinline__ void LoadWork(const FwdParams& p, WorkTile& w) {
+  int64_t work = blockIdx.x;
+  int64_t tile = work % p.q_tiles;  // Q tile fastest: CTAs running together share KV in L2
+  work /= p.q_tiles;
+  w.head = static_cast<int>(work % p.heads_q);
+  w.batch = work / p.heads_q;
+  w.head_kv = w.head / (p.heads_q / p.heads_kv);
+#pragma unroll
+  for (int a = 2; a >= 0; --a) {
+    const int idx = static_cast<int>(tile % p.num_tiles[a]);
+    tile /= p.num_tiles[a];
+    w.ax[a] = LoadAxisTile(p.tables + p.axis_off[a] + 8 * idx);
+  }
+  w.num_kv = 1;
+#pragma unroll
+  for (int a = 0; a < 3; ++a) {
+    w.kv_count[a] = w.ax[a].kv_hi - w.ax[a].kv_lo;
+    w.num_kv *= w.kv_count[a];
+  }
+}
+
+}  // namespace jaxk::gna
