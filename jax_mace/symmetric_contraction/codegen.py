@@ -27,6 +27,7 @@ from jax_mace.symmetric_contraction.polynomial import Poly, Program, decode
 
 KERNEL_NAME = "jaxk_symjit"
 BLOCK_THREADS = 128
+NODES_PER_CALL = 2  # nodes evaluated together per output call (shared weight loads, ILP)
 MAX_NODE_ARRAYS = 3
 MAX_SPECIES_ARRAYS = 2
 MAX_NODE_OUTPUTS = 2
@@ -109,6 +110,9 @@ def count_fma(program: Program) -> int:
 
 
 class _Emitter:
+    """Emits the Horner code of a trie for ``NODES_PER_CALL`` nodes at once: the node sets get
+    their own temporaries, the species values (weights, shared by both) are loaded once."""
+
     def __init__(self, ctype: str):
         self.ctype = ctype
         self.lines: list[str] = []
@@ -120,62 +124,70 @@ class _Emitter:
             return f"{text}f"
         return np.format_float_scientific(np.float64(value), unique=True, exp_digits=3)
 
-    def operand_name(self, var: int, indent: str) -> str:
-        """Register name of ``var``; a species value is loaded (from L1) where it is used."""
+    def operand_names(self, var: int, indent: str) -> list[str]:
+        """Register names of ``var`` per node set; a species value is loaded where it is used."""
         species, array, comp = decode(var)
         if not species:
-            return f"n{array}_{comp}"
+            return [f"n{array}_{comp}_{r}" for r in range(NODES_PER_CALL)]
         name = self.temp()
         self.lines.append(f"{indent}const {self.ctype} {name} = __ldg(srow{array} + {comp} * cs);")
-        return name
+        return [name] * NODES_PER_CALL
 
     def temp(self) -> str:
         self.count += 1
         return f"t{self.count}"
 
-    def value(self, node: _Trie, indent: str) -> str:
-        """Emits code computing ``node``'s value; returns the expression naming it."""
+    def value(self, node: _Trie, indent: str) -> list[str]:
+        """Emits code computing ``node``'s value; returns the expressions naming it per set."""
         if not node.children:
-            return self.literal(node.const)
-        acc = self.temp()
+            return [self.literal(node.const)] * NODES_PER_CALL
+        base = self.temp()
+        acc = [f"{base}_{r}" for r in range(NODES_PER_CALL)]
+        t = self.ctype
         first = True
         if node.const != 0.0:
-            self.lines.append(f"{indent}{self.ctype} {acc} = {self.literal(node.const)};")
+            self.lines += [f"{indent}{t} {a} = {self.literal(node.const)};" for a in acc]
             first = False
+        fma = "fmaf" if t == "float" else "fma"
         for var, child in node.children.items():
             operand = self.value(child, indent)
-            name = self.operand_name(var, indent)
-            if first:
-                self.lines.append(f"{indent}{self.ctype} {acc} = {name} * {operand};")
-                first = False
-            else:
-                fma = "fmaf" if self.ctype == "float" else "fma"
-                self.lines.append(f"{indent}{acc} = {fma}({name}, {operand}, {acc});")
+            names = self.operand_names(var, indent)
+            for a, name, op in zip(acc, names, operand, strict=True):
+                if first:
+                    self.lines.append(f"{indent}{t} {a} = {name} * {op};")
+                else:
+                    self.lines.append(f"{indent}{a} = {fma}({name}, {op}, {a});")
+            first = False
         return acc
 
 
-def _node_slots(program: Program) -> list[int]:
-    """First shared-memory slot of each node array (one slot = BLOCK_THREADS values)."""
-    return [sum(program.node_in[:i]) for i in range(len(program.node_in))]
+def _node_slots(program: Program, r: int = 0) -> list[int]:
+    """First shared-memory slot of each node array of node set ``r`` (a slot holds one value
+    per thread: BLOCK_THREADS values)."""
+    set0 = r * sum(program.node_in)
+    return [set0 + sum(program.node_in[:i]) for i in range(len(program.node_in))]
 
 
 def _acc_slot(program: Program, array: int, comp: int) -> int:
     """Shared-memory slot of species output ``(array, comp)``, after the node values."""
-    return sum(program.node_in) + sum(len(a) for a in program.species_out[:array]) + comp
+    nodes = NODES_PER_CALL * sum(program.node_in)
+    return nodes + sum(len(a) for a in program.species_out[:array]) + comp
 
 
 def smem_bytes(program: Program, ctype: str) -> int:
     """Dynamic shared memory of the kernel: staged node values and species accumulators."""
-    slots = sum(program.node_in) + sum(len(a) for a in program.species_out)
+    slots = NODES_PER_CALL * sum(program.node_in) + sum(len(a) for a in program.species_out)
     return slots * BLOCK_THREADS * (4 if ctype == "float" else 8)
 
 
-def _stage_rows(program: Program, ctype: str, indent: str) -> list[str]:
-    """Loads this thread's node rows (vector loads when aligned) into its smem column."""
+def _stage_rows(program: Program, ctype: str, indent: str, r: int, row: str) -> list[str]:
+    """Loads node ``row``'s rows (vector loads when aligned) into node set ``r`` of this
+    thread's smem column."""
     lanes = 4 if ctype == "float" else 2
     lines = []
-    for arr, (width, slot) in enumerate(zip(program.node_in, _node_slots(program), strict=True)):
-        base = f"static_cast<const {ctype}*>(a.nin[{arr}]) + row * {width}"
+    slots = _node_slots(program, r)
+    for arr, (width, slot) in enumerate(zip(program.node_in, slots, strict=True)):
+        base = f"static_cast<const {ctype}*>(a.nin[{arr}]) + {row} * {width}"
         vec = lanes if width % lanes == 0 else 1
         if vec == 1:
             for i in range(width):
@@ -191,11 +203,13 @@ def _stage_rows(program: Program, ctype: str, indent: str) -> list[str]:
     return lines
 
 
-def _row_store(ctype: str, array: int, names: list[str], out: list[str], indent: str) -> None:
+def _row_store(
+    ctype: str, array: int, names: list[str], out: list[str], indent: str, row: str
+) -> None:
     width = len(names)
     lanes = 4 if ctype == "float" else 2
     vec = lanes if width % lanes == 0 else 1
-    base = f"static_cast<{ctype}*>(a.nout[{array}]) + row * {width}"
+    base = f"static_cast<{ctype}*>(a.nout[{array}]) + {row} * {width}"
     if vec == 1:
         for i, name in enumerate(names):
             out.append(f"{indent}({base})[{i}] = {name};")
@@ -213,18 +227,19 @@ _ARGS = "nv, srow0, srow1, cs"
 
 
 def _output_function(name: str, poly: Poly, program: Program, ctype: str) -> list[str]:
-    """A non-inlined function computing one output. Inlined, the compiler interleaves and merges
-    the outputs, keeps them all live and spills (255 registers for MACE-MP-L's backward)."""
-    slots = _node_slots(program)
-    lines = [f"__device__ __noinline__ {ctype} {name}({_PARAMS.format(t=ctype)}) {{"]
+    """A non-inlined function computing one output for both node sets (returned as a vector
+    pair). Inlined, the compiler interleaves and merges the outputs, keeps them all live and
+    spills (255 registers for MACE-MP-L's backward)."""
+    pair = f"{ctype}2"
+    lines = [f"__device__ __noinline__ {pair} {name}({_PARAMS.format(t=ctype)}) {{"]
     for var in sorted({v for mono in poly for v in mono if not decode(v)[0]}):
         _, array, comp = decode(var)
-        lines.append(
-            f"  const {ctype} n{array}_{comp} = nv[{(slots[array] + comp) * BLOCK_THREADS}];"
-        )
+        for r in range(NODES_PER_CALL):
+            slot = _node_slots(program, r)[array] + comp
+            lines.append(f"  const {ctype} n{array}_{comp}_{r} = nv[{slot * BLOCK_THREADS}];")
     em = _Emitter(ctype)
-    value = em.value(build_trie(poly), "  ")
-    lines += em.lines + [f"  return {value};", "}"]
+    values = em.value(build_trie(poly), "  ")
+    lines += em.lines + [f"  return make_{pair}({', '.join(values)});", "}"]
     return lines
 
 
@@ -245,18 +260,36 @@ def generate(program: Program, ctype: str) -> str:
     t = ctype
     functions: list[str] = []
     ind = "    "
-    body = _stage_rows(program, t, ind)
+    # Node set 1 is the next node of the chunk, or zeros past its end (every species-output
+    # monomial holds a node value, so zeros add nothing there; its node outputs are not stored).
+    body = [
+        f"{ind}const long long row0 = static_cast<long long>(a.perm[start + i]) * a.c + c;",
+        f"{ind}const bool has1 = i + 1 < hi;",
+        f"{ind}const long long row1 = has1 ? "
+        "static_cast<long long>(a.perm[start + i + 1]) * a.c + c : row0;",
+        *_stage_rows(program, t, ind, 0, "row0"),
+        f"{ind}if (has1) {{",
+        *_stage_rows(program, t, ind + "  ", 1, "row1"),
+        f"{ind}}} else {{",
+        f"{ind}  for (int j = {_node_slots(program, 1)[0]}; j < {2 * sum(nin)}; ++j) "
+        f"nv[j * {BLOCK_THREADS}] = 0;",
+        f"{ind}}}",
+    ]
     for arr, polys in enumerate(program.node_out):
-        names = []
+        names = [[], []]
         for comp, poly in enumerate(polys):
-            names.append(f"o{arr}_{comp}")
+            for r in range(NODES_PER_CALL):
+                names[r].append(f"o{arr}_{comp}.{'xy'[r]}")
             if not poly:
-                body.append(f"{ind}const {t} o{arr}_{comp} = 0;")
+                body.append(f"{ind}const {t}2 o{arr}_{comp} = make_{t}2(0, 0);")
                 continue
             fname = f"node_out{arr}_{comp}"
             functions += _output_function(fname, poly, program, t)
-            body.append(f"{ind}const {t} o{arr}_{comp} = {fname}({_ARGS});")
-        _row_store(t, arr, names, body, ind)
+            body.append(f"{ind}const {t}2 o{arr}_{comp} = {fname}({_ARGS});")
+        _row_store(t, arr, names[0], body, ind, "row0")
+        body.append(f"{ind}if (has1) {{")
+        _row_store(t, arr, names[1], body, ind + "  ", "row1")
+        body.append(f"{ind}}}")
     for arr, polys in enumerate(program.species_out):
         for comp, poly in enumerate(polys):
             if not poly:
@@ -264,7 +297,8 @@ def generate(program: Program, ctype: str) -> str:
             fname = f"species_out{arr}_{comp}"
             functions += _output_function(fname, poly, program, t)
             slot = _acc_slot(program, arr, comp)
-            body.append(f"{ind}nv[{slot * BLOCK_THREADS}] += {fname}({_ARGS});")
+            body.append(f"{ind}{{ const {t}2 v = {fname}({_ARGS});")
+            body.append(f"{ind}  nv[{slot * BLOCK_THREADS}] += v.x + v.y; }}")
 
     zero_rows = [
         f"      static_cast<{t}*>(a.nout[{arr}])[row * {width} + {i}] = 0;"
@@ -314,8 +348,7 @@ def generate(program: Program, ctype: str) -> str:
         *srows,
         *(acc_zero if nacc else []),
         "#pragma unroll 1",
-        "  for (int i = lo; i < hi; ++i) {",
-        "    const long long row = static_cast<long long>(a.perm[start + i]) * a.c + c;",
+        f"  for (int i = lo; i < hi; i += {NODES_PER_CALL}) {{",
         *body,
         "  }",
         *acc_flush,
