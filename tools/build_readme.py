@@ -169,11 +169,12 @@ def symcon_table() -> list[str]:
         lines += [
             f"Symmetric contraction kernel (`{name}`: {info['gpu']}, jax {info['jax']}, "
             f"{info['dtype']}, cuEquivariance {info.get('cuequivariance')} `uniform_1d` baseline "
-            "in the same run; speedup = other time / ours, so < 1 means slower):",
+            "in the same run; ours = backend `cuda` (kernels specialised per path list), engine = "
+            "backend `cuda-engine`; speedup = other time / ours, so < 1 means slower):",
             "",
             "| model | N | ours fwd / fwd+bwd ms | cuEq fwd / fwd+bwd ms | vs cuEq | vs pure JAX | "
-            "% of physical limit |",
-            "|---|---|---|---|---|---|---|",
+            "engine fwd / fwd+bwd ms | % of physical limit |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for c in data["cases"]:
             ref = (
@@ -181,11 +182,16 @@ def symcon_table() -> list[str]:
                 if c.get("speedup_vs_ref_fwd")
                 else "-"
             )
+            engine = (
+                f"{c['engine_fwd']['median_ms']:.3f} / {c['engine_fwdbwd']['median_ms']:.3f}"
+                if "engine_fwd" in c
+                else "-"
+            )
             lines.append(
                 f"| {c['model']} | {c['N']} | {c['ours_fwd']['median_ms']:.3f} / "
                 f"{c['ours_fwdbwd']['median_ms']:.3f} | {c['cueq_fwd']['median_ms']:.3f} / "
                 f"{c['cueq_fwdbwd']['median_ms']:.3f} | {c['speedup_vs_cueq_fwd']:.2f} / "
-                f"{c['speedup_vs_cueq_fwdbwd']:.2f} | {ref} | "
+                f"{c['speedup_vs_cueq_fwdbwd']:.2f} | {ref} | {engine} | "
                 f"{100 * c['limit_fwd']['fraction_reached']:.1f} / "
                 f"{100 * c['limit_fwdbwd']['fraction_reached']:.1f} |"
             )
