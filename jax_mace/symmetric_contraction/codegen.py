@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 
 import numpy as np
 
@@ -27,14 +28,16 @@ from jax_mace.symmetric_contraction.polynomial import Poly, Program, decode
 
 KERNEL_NAME = "jaxk_symjit"
 BLOCK_THREADS = 128
-NODES_PER_CALL = 2  # nodes evaluated together per output call (shared weight loads, ILP)
+# Nodes evaluated together per output call (weights loaded once for all, independent chains).
+NODES_PER_CALL = int(os.environ.get("JAX_MACE_SYMJIT_NODES", "2"))
 MAX_NODE_ARRAYS = 3
 MAX_SPECIES_ARRAYS = 2
 MAX_NODE_OUTPUTS = 2
 MAX_SPECIES_OUTPUTS = 2
 
 # Must match SymjitArgs in cpp/mace/symjit.h field for field.
-ARGS_STRUCT = """struct SymjitArgs {
+ARGS_STRUCT = """template <class T, int R> struct Vals { T v[R]; };
+struct SymjitArgs {
   const void* nin[3];
   const void* sin[2];
   void* nout[2];
@@ -230,8 +233,8 @@ def _output_function(name: str, poly: Poly, program: Program, ctype: str) -> lis
     """A non-inlined function computing one output for both node sets (returned as a vector
     pair). Inlined, the compiler interleaves and merges the outputs, keeps them all live and
     spills (255 registers for MACE-MP-L's backward)."""
-    pair = f"{ctype}2"
-    lines = [f"__device__ __noinline__ {pair} {name}({_PARAMS.format(t=ctype)}) {{"]
+    vals = f"Vals<{ctype}, {NODES_PER_CALL}>"
+    lines = [f"__device__ __noinline__ {vals} {name}({_PARAMS.format(t=ctype)}) {{"]
     for var in sorted({v for mono in poly for v in mono if not decode(v)[0]}):
         _, array, comp = decode(var)
         for r in range(NODES_PER_CALL):
@@ -239,7 +242,7 @@ def _output_function(name: str, poly: Poly, program: Program, ctype: str) -> lis
             lines.append(f"  const {ctype} n{array}_{comp}_{r} = nv[{slot * BLOCK_THREADS}];")
     em = _Emitter(ctype)
     values = em.value(build_trie(poly), "  ")
-    lines += em.lines + [f"  return make_{pair}({', '.join(values)});", "}"]
+    lines += em.lines + [f"  return {vals}{{{{{', '.join(values)}}}}};", "}"]
     return lines
 
 
@@ -260,36 +263,38 @@ def generate(program: Program, ctype: str) -> str:
     t = ctype
     functions: list[str] = []
     ind = "    "
-    # Node set 1 is the next node of the chunk, or zeros past its end (every species-output
+    # Node set r is node i + r of the chunk, or zeros past its end (every species-output
     # monomial holds a node value, so zeros add nothing there; its node outputs are not stored).
-    body = [
-        f"{ind}const long long row0 = static_cast<long long>(a.perm[start + i]) * a.c + c;",
-        f"{ind}const bool has1 = i + 1 < hi;",
-        f"{ind}const long long row1 = has1 ? "
-        "static_cast<long long>(a.perm[start + i + 1]) * a.c + c : row0;",
-        *_stage_rows(program, t, ind, 0, "row0"),
-        f"{ind}if (has1) {{",
-        *_stage_rows(program, t, ind + "  ", 1, "row1"),
-        f"{ind}}} else {{",
-        f"{ind}  for (int j = {_node_slots(program, 1)[0]}; j < {2 * sum(nin)}; ++j) "
-        f"nv[j * {BLOCK_THREADS}] = 0;",
-        f"{ind}}}",
-    ]
+    body = []
+    nodes = sum(nin)
+    for r in range(NODES_PER_CALL):
+        body += [
+            f"{ind}const bool has{r} = i + {r} < hi;",
+            f"{ind}const long long row{r} = has{r} ? "
+            f"static_cast<long long>(a.perm[start + i + {r}]) * a.c + c : 0;",
+            f"{ind}if (has{r}) {{",
+            *_stage_rows(program, t, ind + "  ", r, f"row{r}"),
+            f"{ind}}} else {{",
+            f"{ind}  for (int j = {r * nodes}; j < {(r + 1) * nodes}; ++j) "
+            f"nv[j * {BLOCK_THREADS}] = 0;",
+            f"{ind}}}",
+        ]
+    vals = f"Vals<{t}, {NODES_PER_CALL}>"
     for arr, polys in enumerate(program.node_out):
-        names = [[], []]
+        names = [[] for _ in range(NODES_PER_CALL)]
         for comp, poly in enumerate(polys):
             for r in range(NODES_PER_CALL):
-                names[r].append(f"o{arr}_{comp}.{'xy'[r]}")
+                names[r].append(f"o{arr}_{comp}.v[{r}]")
             if not poly:
-                body.append(f"{ind}const {t}2 o{arr}_{comp} = make_{t}2(0, 0);")
+                body.append(f"{ind}const {vals} o{arr}_{comp} = {{}};")
                 continue
             fname = f"node_out{arr}_{comp}"
             functions += _output_function(fname, poly, program, t)
-            body.append(f"{ind}const {t}2 o{arr}_{comp} = {fname}({_ARGS});")
-        _row_store(t, arr, names[0], body, ind, "row0")
-        body.append(f"{ind}if (has1) {{")
-        _row_store(t, arr, names[1], body, ind + "  ", "row1")
-        body.append(f"{ind}}}")
+            body.append(f"{ind}const {vals} o{arr}_{comp} = {fname}({_ARGS});")
+        for r in range(NODES_PER_CALL):
+            body.append(f"{ind}if (has{r}) {{")
+            _row_store(t, arr, names[r], body, ind + "  ", f"row{r}")
+            body.append(f"{ind}}}")
     for arr, polys in enumerate(program.species_out):
         for comp, poly in enumerate(polys):
             if not poly:
@@ -297,8 +302,9 @@ def generate(program: Program, ctype: str) -> str:
             fname = f"species_out{arr}_{comp}"
             functions += _output_function(fname, poly, program, t)
             slot = _acc_slot(program, arr, comp)
-            body.append(f"{ind}{{ const {t}2 v = {fname}({_ARGS});")
-            body.append(f"{ind}  nv[{slot * BLOCK_THREADS}] += v.x + v.y; }}")
+            total = " + ".join(f"v.v[{r}]" for r in range(NODES_PER_CALL))
+            body.append(f"{ind}{{ const {vals} v = {fname}({_ARGS});")
+            body.append(f"{ind}  nv[{slot * BLOCK_THREADS}] += {total}; }}")
 
     zero_rows = [
         f"      static_cast<{t}*>(a.nout[{arr}])[row * {width} + {i}] = 0;"
