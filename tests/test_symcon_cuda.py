@@ -144,6 +144,24 @@ def test_grad_of_grad_lowers_to_ffi_targets():
     assert text.count("jaxk_symcon_engine") >= 4  # fwd, bwd, dg, dx
 
 
+def test_engine_entry_point_lowers_and_handles_empty_inputs(monkeypatch):
+    from jax_mace.symmetric_contraction import cuda as cu
+
+    monkeypatch.setattr(cu, "unavailable_reason", lambda *a: None)
+    paths = _paths(*SMALL[1])
+    x = jnp.ones((6, 4, paths.num_in))
+    w = jnp.ones((3, paths.num_weights, 4))
+    sp = jnp.zeros((6,), jnp.int32)
+    fn = jax.jit(lambda a, b, c: cu.symmetric_contraction_cuda(a, b, c, paths))
+    text = fn.trace(x, w, sp).lower(lowering_platforms=("cuda",)).as_text()
+    for target in ("jaxk_symcon_sort", "jaxk_symcon_tbase", "jaxk_symcon_engine"):
+        assert target in text
+    empty = cu.symmetric_contraction_cuda(x[:0], w, sp[:0], paths)
+    assert empty.shape == (0, 4, paths.num_out)
+    with pytest.raises(RuntimeError, match="no GPU here"):
+        cu.sorted_inputs(x, w, sp, paths, "no GPU here")
+
+
 def test_dispatch_without_gpu_uses_reference_and_forced_cuda_explains():
     if any(d.platform == "gpu" for d in jax.devices()):
         pytest.skip("CPU-only behaviour")

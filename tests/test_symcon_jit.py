@@ -162,3 +162,29 @@ def test_unknown_backend_is_rejected():
     w = jnp.ones((1, paths.num_weights, 1))
     with pytest.raises(ValueError, match="cuda-engine"):
         contract(x, w, jnp.zeros((2,), jnp.int32), paths, backend="triton")
+
+
+def test_force_loss_gradient_lowers_to_three_specialised_kernels(monkeypatch):
+    """The custom-VJP chain: grad of a force loss = fwd, bwd and bwd2 launches (CPU lowering)."""
+    from jax_mace.symmetric_contraction import jit
+
+    monkeypatch.setattr(jit, "unavailable_reason", lambda *a: None)
+    monkeypatch.setattr(jit, "kernel_key", lambda paths, name, ctype: hash(name) & 0xFFFF)
+    paths = _paths(*CASES[0])
+    x = jnp.ones((10, 4, paths.num_in))
+    w = jnp.ones((3, paths.num_weights, 4))
+    sp = jnp.zeros((10,), jnp.int32)
+
+    def energy(x_, w_):
+        return jnp.sum(jit.symmetric_contraction_jit(x_, w_, sp, paths) ** 2)
+
+    def loss(x_, w_):
+        return jnp.sum(jax.grad(energy)(x_, w_) ** 2) + energy(x_, w_)
+
+    lowered = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(x, w)
+    text = lowered.lower(lowering_platforms=("cuda",)).as_text()
+    assert "jaxk_symcon_sort" in text
+    keys = {hash(name) & 0xFFFF for name in ("fwd", "bwd", "bwd2")}
+    assert text.count("jaxk_symjit") >= 3
+    for key in keys:
+        assert f"key = {key} : i64" in text

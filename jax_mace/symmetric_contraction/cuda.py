@@ -184,6 +184,21 @@ def _backward_bwd(paths, res, cts):
 _backward.defvjp(_backward_fwd, _backward_bwd)
 
 
+def sorted_inputs(x, weights, species, paths: PathList, reason: str | None):
+    """Shared prologue of the CUDA backends: check shapes, refuse with ``reason`` (if any), and
+    sort the nodes by species. Returns ``(perm, items, nitems)``, or ``None`` when the result is
+    empty (no nodes, channels or species)."""
+    from jax_mace.symmetric_contraction.reference import _check_shapes
+
+    _check_shapes(x, weights, species, paths)
+    if reason is not None:
+        raise RuntimeError(reason)
+    n, c, _ = x.shape
+    if n == 0 or c == 0 or weights.shape[0] == 0:
+        return None
+    return _sort(species, weights.shape[0])
+
+
 def symmetric_contraction_cuda(
     x: jax.Array, weights: jax.Array, species: jax.Array, paths: PathList
 ) -> jax.Array:
@@ -199,15 +214,8 @@ def symmetric_contraction_cuda(
     Returns:
         ``[N, C, M]`` in ``x.dtype``.
     """
-    from jax_mace.symmetric_contraction.reference import _check_shapes
-
-    _check_shapes(x, weights, species, paths)
-    reason = unavailable_reason(x, paths)
-    if reason is not None:
-        raise RuntimeError(reason)
-    n, c, _ = x.shape
-    if n == 0 or c == 0 or weights.shape[0] == 0:
-        return jnp.zeros((n, c, paths.num_out), x.dtype)
-    perm, items, nitems = _sort(species, weights.shape[0])
+    sort = sorted_inputs(x, weights, species, paths, unavailable_reason(x, paths))
+    if sort is None:
+        return jnp.zeros((*x.shape[:2], paths.num_out), x.dtype)
     tw = _tbase(paths, weights.astype(x.dtype))
-    return _forward(paths, x, tw, perm, items, nitems)
+    return _forward(paths, x, tw, *sort)

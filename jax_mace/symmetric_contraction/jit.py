@@ -217,15 +217,9 @@ def symmetric_contraction_jit(
     Returns:
         ``[N, C, M]`` in ``x.dtype``.
     """
-    from jax_mace.symmetric_contraction.cuda import _sort
-    from jax_mace.symmetric_contraction.reference import _check_shapes
+    from jax_mace.symmetric_contraction.cuda import sorted_inputs
 
-    _check_shapes(x, weights, species, paths)
-    reason = unavailable_reason(x, paths)
-    if reason is not None:
-        raise RuntimeError(reason)
-    n, c, _ = x.shape
-    if n == 0 or c == 0 or weights.shape[0] == 0:
-        return jnp.zeros((n, c, paths.num_out), x.dtype)
-    perm, items, nitems = _sort(species, weights.shape[0])
-    return _contract(paths, x, weights.astype(x.dtype), perm, items, nitems)
+    sort = sorted_inputs(x, weights, species, paths, unavailable_reason(x, paths))
+    if sort is None:
+        return jnp.zeros((*x.shape[:2], paths.num_out), x.dtype)
+    return _contract(paths, x, weights.astype(x.dtype), *sort)
