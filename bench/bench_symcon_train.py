@@ -25,28 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _cluster(rng, atoms: int, density: float, r_max: float, num_species: int):
-    from jax_mace.data.graph import Graph
+    from jax_mace.data.synthetic import random_cluster
 
     side = (atoms / density) ** (1.0 / 3.0)
-    pos = []
-    while len(pos) < atoms:
-        p = rng.uniform(0.0, side, 3)
-        if all(np.linalg.norm(p - q) > 1.6 for q in pos):
-            pos.append(p)
-    pos = np.asarray(pos, np.float32)
-    dist = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
-    snd, rcv = np.nonzero((dist < r_max) & (dist > 0))
-    return Graph(
-        positions=pos,
-        species=rng.integers(0, num_species, atoms).astype(np.int32),
-        senders=snd.astype(np.int32),
-        receivers=rcv.astype(np.int32),
-        unit_shifts=np.zeros((snd.size, 3), np.float32),
-        cell=np.zeros((3, 3), np.float32),
-        pbc=np.zeros(3, bool),
-        energy=float(rng.normal()),
-        forces=rng.normal(size=(atoms, 3)).astype(np.float32),
-    )
+    return random_cluster(rng, atoms, side, 1.6, r_max, num_species)
 
 
 def _timeit(fn, *args, reps: int = 5, iters: int = 10) -> float:

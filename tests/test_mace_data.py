@@ -211,3 +211,18 @@ def test_statistics_recover_reference_energies():
     assert stats.scale == pytest.approx(1.0, rel=0.2)  # forces ~ N(0, 1)
     with pytest.raises(ValueError, match="method must be"):
         compute_e0s(graphs, 3, "median")
+
+
+def test_random_cluster_respects_spacing_and_cutoff():
+    from jax_mace.data.synthetic import random_cluster
+
+    g = random_cluster(
+        np.random.default_rng(0), atoms=12, side=5.0, min_distance=1.2, r_max=3.0, num_species=4
+    )
+    dist = np.linalg.norm(g.positions[:, None] - g.positions[None], axis=-1)
+    assert np.all(dist[~np.eye(12, dtype=bool)] > 1.2 - 1e-5)
+    expected = {(i, j) for i in range(12) for j in range(12) if i != j and dist[i, j] < 3.0}
+    assert set(zip(g.senders.tolist(), g.receivers.tolist(), strict=True)) == expected
+    assert g.species.min() >= 0 and g.species.max() < 4
+    again = random_cluster(np.random.default_rng(0), 12, 5.0, 1.2, 3.0, 4)
+    np.testing.assert_array_equal(again.positions, g.positions)

@@ -318,32 +318,9 @@ def test_gpu_many_nodes_one_species_and_vmap(cuda_backend):
 
 def _clusters(rng, n_graph, atoms, r_max=5.0, num_species=89):
     """Small random non-periodic structures as padded-batch input."""
-    from jax_mace.data.graph import Graph
+    from jax_mace.data.synthetic import random_cluster
 
-    graphs = []
-    for _ in range(n_graph):
-        pos = []
-        while len(pos) < atoms:
-            p = rng.uniform(0.0, 4.0, 3)
-            if all(np.linalg.norm(p - q) > 1.2 for q in pos):
-                pos.append(p)
-        pos = np.asarray(pos, np.float32)
-        dist = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
-        snd, rcv = np.nonzero((dist < r_max) & (dist > 0))
-        graphs.append(
-            Graph(
-                positions=pos,
-                species=rng.integers(0, num_species, atoms).astype(np.int32),
-                senders=snd.astype(np.int32),
-                receivers=rcv.astype(np.int32),
-                unit_shifts=np.zeros((snd.size, 3), np.float32),
-                cell=np.zeros((3, 3), np.float32),
-                pbc=np.zeros(3, bool),
-                energy=float(rng.normal()),
-                forces=rng.normal(size=(atoms, 3)).astype(np.float32),
-            )
-        )
-    return graphs
+    return [random_cluster(rng, atoms, 4.0, 1.2, r_max, num_species) for _ in range(n_graph)]
 
 
 @pytest.mark.gpu
