@@ -12,6 +12,7 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "common/driver_entry.h"
 #include "gna/fwd_params.h"
 
 namespace jaxk::gna {
@@ -19,19 +20,8 @@ namespace {
 
 PFN_cuTensorMapEncodeTiled_v12000 EncodeTiledFn() {
   static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-#if CUDART_VERSION >= 12050
-    const cudaError_t err = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
-                                                             cudaEnableDefault, &found);
-#else
-    const cudaError_t err =
-        cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &found);
-#endif
-    if (err != cudaSuccess || found != cudaDriverEntryPointSuccess) {
-      return PFN_cuTensorMapEncodeTiled_v12000{nullptr};
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+    PFN_cuTensorMapEncodeTiled_v12000 f = nullptr;
+    return DriverEntry("cuTensorMapEncodeTiled", &f) ? f : nullptr;
   }();
   return fn;
 }

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "common/driver_entry.h"
+
 namespace jaxk::mace {
 namespace {
 
@@ -41,16 +43,9 @@ struct Driver {
 
 template <class Fn>
 bool Entry(const char* symbol, Fn* fn, std::string* error) {
-  void* ptr = nullptr;
-  cudaDriverEntryPointQueryResult status;
-  const cudaError_t err =
-      cudaGetDriverEntryPointByVersion(symbol, &ptr, 12000, cudaEnableDefault, &status);
-  if (err != cudaSuccess || status != cudaDriverEntryPointSuccess || ptr == nullptr) {
-    *error = std::string("driver entry point ") + symbol + " not found";
-    return false;
-  }
-  *fn = reinterpret_cast<Fn>(ptr);
-  return true;
+  if (DriverEntry(symbol, fn)) return true;
+  *error = std::string("driver entry point ") + symbol + " not found";
+  return false;
 }
 
 const Driver& GetDriver() {
