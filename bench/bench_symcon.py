@@ -265,8 +265,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10k nodes only")
     ap.add_argument("--no-cueq", action="store_true")
     ap.add_argument(
-        "--ours-only", action="store_true", help="10k nodes, backend 'cuda' only; print, no JSON"
+        "--ours-only",
+        action="store_true",
+        help="backend 'cuda' (and cuEquivariance when installed) only; print, no JSON",
     )
+    ap.add_argument("--models", default=",".join(MODELS), help="with --ours-only")
     ap.add_argument("--train", action="store_true", help="also time a MACE-MP-medium step")
     ap.add_argument("--sanitize", action="store_true")
     ap.add_argument("--breakdown", action="store_true", help="per-kernel times, then exit")
@@ -280,13 +283,15 @@ def main() -> None:
         return
     if args.ours_only:
         bw = copy_bandwidth()
-        for model in MODELS:
-            r = bench_case(model, 10_000, bw, do_ref=False, do_cueq=False, engine_too=False)
-            print(
-                f"{model} fwd {r['ours_fwd']['median_ms']:.4f} ms  fwd+bwd "
-                f"{r['ours_fwdbwd']['median_ms']:.4f} ms",
-                flush=True,
-            )
+        for model in args.models.split(","):
+            for n in (10_000, 50_000):
+                r = bench_case(model, n, bw, do_ref=False, do_cueq=True, engine_too=False)
+                line = f"{model} N={n} fwd {r['ours_fwd']['median_ms']:.4f} ms"
+                line += f"  fwd+bwd {r['ours_fwdbwd']['median_ms']:.4f} ms"
+                if "speedup_vs_cueq_fwd" in r:
+                    line += f"  vs cueq {r['speedup_vs_cueq_fwd']:.2f}x"
+                    line += f" / {r['speedup_vs_cueq_fwdbwd']:.2f}x"
+                print(line, flush=True)
         return
     if args.breakdown:
         for model in MODELS:

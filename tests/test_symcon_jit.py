@@ -123,7 +123,8 @@ def test_literals_round_trip():
 def test_generated_source_structure():
     paths = _paths(*CASES[0])
     src = codegen.generate(poly.programs(paths)["bwd2"], "float")
-    assert f'extern "C" __global__ void __launch_bounds__(128) {codegen.KERNEL_NAME}(' in src
+    assert f'extern "C" __global__ void {codegen.KERNEL_NAME}(' in src  # blockDim.y varies
+    assert "blockDim.y" in src and "__syncthreads();" in src
     assert codegen.ARGS_STRUCT in src
     assert "atomicAdd" in src and "__noinline__" in src
     assert codegen.source_key(src) == codegen.source_key(src) > 0

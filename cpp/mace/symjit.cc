@@ -4,6 +4,7 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <mutex>
 #include <unordered_map>
 
@@ -38,6 +39,8 @@ struct Driver {
   decltype(&cuLaunchKernel) launch = nullptr;
   decltype(&cuKernelSetAttribute) kernel_attribute = nullptr;
   decltype(&cuDeviceGet) device_get = nullptr;
+  decltype(&cuKernelGetFunction) kernel_function = nullptr;
+  decltype(&cuOccupancyMaxActiveBlocksPerMultiprocessor) occupancy = nullptr;
   std::string error;
 };
 
@@ -58,7 +61,9 @@ const Driver& GetDriver() {
            Entry("cuLibraryGetKernel", &d->library_kernel, e) &&
            Entry("cuLaunchKernel", &d->launch, e) &&
            Entry("cuKernelSetAttribute", &d->kernel_attribute, e) &&
-           Entry("cuDeviceGet", &d->device_get, e));
+           Entry("cuDeviceGet", &d->device_get, e) &&
+           Entry("cuKernelGetFunction", &d->kernel_function, e) &&
+           Entry("cuOccupancyMaxActiveBlocksPerMultiprocessor", &d->occupancy, e));
     return d;
   }();
   return *driver;
@@ -83,12 +88,103 @@ bool HasShape(const ffi::AnyBuffer& b, int64_t d0, int64_t d1, int64_t d2) {
          (d2 < 0 || d[2] == d2);
 }
 
+constexpr int kMaxGroups = 8;  // blockDim.y: 128-channel groups per block
+
+// Resident blocks per multiprocessor of one kernel for 1..kMaxGroups groups (0: does not fit).
+struct Occupancy {
+  int sms = 0;
+  int blocks[kMaxGroups + 1] = {};
+};
+
+// Queried once per (kernel, device); also opts the kernel in to all shared memory it may use.
+ffi::Error KernelOccupancy(uint64_t key, CUkernel kernel, int64_t smem_per_group, Occupancy* out) {
+  static std::mutex mu;
+  static auto* cache = new std::unordered_map<uint64_t, std::unordered_map<int, Occupancy>>();
+  int ordinal = 0;
+  if (cudaGetDevice(&ordinal) != cudaSuccess) {
+    return ffi::Error::Internal("jaxk_symjit: cannot query the current device");
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  auto& per_device = (*cache)[key];
+  auto it = per_device.find(ordinal);
+  if (it != per_device.end()) {
+    *out = it->second;
+    return ffi::Error::Success();
+  }
+  const Driver& driver = GetDriver();
+  Occupancy occ;
+  int optin = 0;
+  CUdevice device;
+  if (cudaDeviceGetAttribute(&occ.sms, cudaDevAttrMultiProcessorCount, ordinal) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, ordinal) !=
+          cudaSuccess ||
+      driver.device_get(&device, ordinal) != CUDA_SUCCESS) {
+    return ffi::Error::Internal("jaxk_symjit: cannot query the current device");
+  }
+  CUresult rc = driver.kernel_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, optin,
+                                        kernel, device);
+  if (rc != CUDA_SUCCESS) {
+    return ffi::Error::Internal("jaxk_symjit: " + DriverError("shared-memory opt-in", rc));
+  }
+  CUfunction fn = nullptr;
+  rc = driver.kernel_function(&fn, kernel);
+  if (rc != CUDA_SUCCESS) {
+    return ffi::Error::Internal("jaxk_symjit: " + DriverError("cuKernelGetFunction", rc));
+  }
+  for (int g = 1; g <= kMaxGroups; ++g) {
+    const int64_t bytes = g * smem_per_group;
+    int blocks = 0;
+    if (bytes <= optin && driver.occupancy(&blocks, fn, g * kBlockThreads,
+                                           static_cast<size_t>(bytes)) != CUDA_SUCCESS) {
+      blocks = 0;
+    }
+    occ.blocks[g] = bytes <= optin ? blocks : 0;
+  }
+  per_device[ordinal] = occ;
+  *out = occ;
+  return ffi::Error::Success();
+}
+
+// Groups per block (most resident warps; fewer, larger blocks on a tie) and nodes per block
+// (at least two loop steps, else about eight waves of blocks, so the last wave's idle tail
+// stays small; measured on H100: smaller chunks won below 50k nodes).
+struct LaunchShape {
+  int groups = 0;
+  int chunk = 0;
+};
+
+LaunchShape ChooseShape(const Occupancy& occ, int64_t groups, int64_t chunk, int64_t nodes,
+                        int64_t nodes_per_call) {
+  LaunchShape shape;
+  if (groups > 0) {
+    shape.groups = groups <= kMaxGroups && occ.blocks[groups] > 0 ? static_cast<int>(groups) : 0;
+  } else {
+    for (int g = 1; g <= kMaxGroups; ++g) {
+      if (occ.blocks[g] * g >= occ.blocks[shape.groups] * shape.groups && occ.blocks[g] > 0) {
+        shape.groups = g;
+      }
+    }
+  }
+  if (shape.groups == 0) return shape;
+  if (chunk > 0) {
+    shape.chunk = static_cast<int>(chunk);
+    return shape;
+  }
+  const int64_t step = shape.groups * nodes_per_call;
+  const int64_t resident = static_cast<int64_t>(occ.sms) * occ.blocks[shape.groups];
+  const int64_t max_steps = std::max<int64_t>(1, 128 / step);
+  const int64_t steps = std::clamp<int64_t>(nodes / (8 * resident * step), 2, max_steps);
+  shape.chunk = static_cast<int>(steps * step);
+  return shape;
+}
+
 ffi::Error LaunchImpl(cudaStream_t stream, ffi::Buffer<ffi::S32> perm, ffi::Buffer<ffi::S32> items,
                       ffi::Buffer<ffi::S32> nitems, ffi::AnyBuffer nin0, ffi::AnyBuffer nin1,
                       ffi::AnyBuffer nin2, ffi::AnyBuffer sin0, ffi::AnyBuffer sin1,
                       ffi::Result<ffi::AnyBuffer> nout0, ffi::Result<ffi::AnyBuffer> nout1,
                       ffi::Result<ffi::AnyBuffer> sout0, ffi::Result<ffi::AnyBuffer> sout1,
-                      int64_t key, int64_t chunk, int64_t smem, ffi::Span<const int64_t> nin_widths,
+                      int64_t key, int64_t chunk, int64_t groups, int64_t nodes_per_call,
+                      int64_t smem, ffi::Span<const int64_t> nin_widths,
                       ffi::Span<const int64_t> sin_widths, ffi::Span<const int64_t> nout_widths,
                       ffi::Span<const int64_t> sout_widths) {
   CUkernel kernel = nullptr;
@@ -106,9 +202,9 @@ ffi::Error LaunchImpl(cudaStream_t stream, ffi::Buffer<ffi::S32> perm, ffi::Buff
   ffi::AnyBuffer* nout[2] = {&*nout0, &*nout1};
   ffi::AnyBuffer* sout[2] = {&*sout0, &*sout1};
   if (nin_widths.size() < 1 || nin_widths.size() > 3 || sin_widths.size() > 2 ||
-      nout_widths.size() > 2 || sout_widths.size() > 2 || chunk < 1 || smem < 0 ||
-      smem > 227 * 1024) {
-    return Fail("bad array counts or chunk");
+      nout_widths.size() > 2 || sout_widths.size() > 2 || chunk < 0 || groups < 0 ||
+      groups > kMaxGroups || nodes_per_call < 1 || smem < 0) {
+    return Fail("bad array counts, chunk, groups or nodes_per_call");
   }
   const ffi::DataType dtype = nin0.element_type();
   if (!FloatType(dtype)) return Fail("node and species arrays must be float32 or float64");
@@ -161,26 +257,23 @@ ffi::Error LaunchImpl(cudaStream_t stream, ffi::Buffer<ffi::S32> perm, ffi::Buff
   args.n = static_cast<int32_t>(n);
   args.c = static_cast<int32_t>(c);
   args.s = static_cast<int32_t>(s);
-  args.chunk = static_cast<int32_t>(chunk);
-  const unsigned gy = static_cast<unsigned>((128 + chunk - 1) / chunk);  // items hold <= 128
+  Occupancy occ;
+  ffi::Error err = KernelOccupancy(static_cast<uint64_t>(key), kernel, smem, &occ);
+  if (err.failure()) return err;
+  const LaunchShape shape = ChooseShape(occ, groups, chunk, n, nodes_per_call);
+  if (shape.groups == 0) {
+    return Fail(groups > 0 ? "groups=" + std::to_string(groups) + " does not fit on this GPU"
+                           : "the kernel does not fit on this GPU (registers or shared memory)");
+  }
+  args.chunk = shape.chunk;
+  const unsigned gy = static_cast<unsigned>((128 + shape.chunk - 1) / shape.chunk);  // items <= 128
   const unsigned gz = static_cast<unsigned>((c + kBlockThreads - 1) / kBlockThreads);
   const Driver& driver = GetDriver();
-  if (smem > 48 * 1024) {  // above the default dynamic shared-memory limit: opt in
-    int ordinal = 0;
-    CUdevice device;
-    if (cudaGetDevice(&ordinal) != cudaSuccess || driver.device_get(&device, ordinal) != 0) {
-      return ffi::Error::Internal("jaxk_symjit: cannot query the current device");
-    }
-    const CUresult rc = driver.kernel_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                                static_cast<int>(smem), kernel, device);
-    if (rc != CUDA_SUCCESS) {
-      return ffi::Error::Internal("jaxk_symjit: " + DriverError("shared-memory opt-in", rc));
-    }
-  }
   void* params[] = {&args};
   const CUresult rc = driver.launch(
-      reinterpret_cast<CUfunction>(kernel), static_cast<unsigned>(id[0]), gy, gz, kBlockThreads, 1,
-      1, static_cast<unsigned>(smem), reinterpret_cast<CUstream>(stream), params, nullptr);
+      reinterpret_cast<CUfunction>(kernel), static_cast<unsigned>(id[0]), gy, gz, kBlockThreads,
+      static_cast<unsigned>(shape.groups), 1, static_cast<unsigned>(shape.groups * smem),
+      reinterpret_cast<CUstream>(stream), params, nullptr);
   if (rc != CUDA_SUCCESS) return ffi::Error::Internal("jaxk_symjit: " + DriverError("launch", rc));
   return ffi::Error::Success();
 }
@@ -229,8 +322,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SymjitLaunch, LaunchImpl,
                                   .Ret<ffi::AnyBuffer>()  // species outputs
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("key")
-                                  .Attr<int64_t>("chunk")
-                                  .Attr<int64_t>("smem")
+                                  .Attr<int64_t>("chunk")   // nodes per block, 0: auto
+                                  .Attr<int64_t>("groups")  // blockDim.y, 0: auto
+                                  .Attr<int64_t>("nodes_per_call")
+                                  .Attr<int64_t>("smem")  // bytes per group
                                   .Attr<ffi::Span<const int64_t>>("nin_widths")
                                   .Attr<ffi::Span<const int64_t>>("sin_widths")
                                   .Attr<ffi::Span<const int64_t>>("nout_widths")

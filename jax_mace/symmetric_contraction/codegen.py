@@ -5,20 +5,31 @@ value is ``const + sum_children var * value(child)``, one fused multiply-add per
 coefficients as immediates and every operand in a register. Per output the variable order with
 the fewest edges wins, weights-first or cotangents-first (see ``_order_keys``).
 
-Kernel layout (the C++ side, ``cpp/mace/symjit.cc``, fills :data:`ARGS_STRUCT`): one thread per
-``(node, channel)``; block = 128 consecutive channels x a chunk of one work item (<= 128 nodes of
-one species, from the species sort). A thread walks its chunk's nodes: it copies the node rows
-(vector loads; lanes are channels, so a row of 16 values is 64 contiguous bytes per lane) into
-its own shared-memory column, then calls one non-inlined function per output; a function reads
-the node values it needs from that column and the species values (weights) of its channel from
-global memory (L1), where they are used. Node outputs are stored per node; species outputs are
-summed in the shared-memory column and added to the ``[S, m, C]`` outputs atomically at the end
+Kernel layout (the C++ side, ``cpp/mace/symjit.cc``, fills :data:`ARGS_STRUCT` and picks the
+launch shape): one thread per ``(node, channel)``; a block is ``BLOCK_THREADS`` consecutive
+channels x ``blockDim.y`` *groups* and owns a chunk of one work item (<= 128 nodes of one
+species, from the species sort). Each group walks its share of the chunk, ``NODES_PER_CALL``
+nodes at a time: it copies the node rows (vector loads; lanes are channels, so a row of 16
+values is 64 contiguous bytes per lane) into its own shared-memory columns, then calls one
+non-inlined function per output; a function reads the node values it needs from those columns
+and the species values (weights) of its channel from global memory (L1), where they are used.
+
+The code is long and straight-line (85 KB for MACE-MP-L's forward, about 280 KB for its
+backward), so instruction fetch, not arithmetic, limits it when the warps of a multiprocessor
+run different parts of it (Nsight Compute, H100, MP-L forward with one 4-warp block per chunk:
+~40% of stall cycles waiting for an instruction). Blocks of several groups with a barrier per
+loop step (``JAX_MACE_SYMJIT_SYNC=1``, the default; 2 adds one after every output call, 0 none)
+leave few distinct instruction streams per multiprocessor.
+
+Node outputs are stored where computed; species outputs are summed in shared memory per
+group, summed over the groups at the end and added to the ``[S, m, C]`` outputs atomically
 (zeroed by the launcher).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 
@@ -30,6 +41,8 @@ KERNEL_NAME = "jaxk_symjit"
 BLOCK_THREADS = 128
 # Nodes evaluated together per output call (weights loaded once for all, independent chains).
 NODES_PER_CALL = int(os.environ.get("JAX_MACE_SYMJIT_NODES", "2"))
+# Barriers that keep a block's warps on the same code: 0 none, 1 per loop step, 2 per output.
+SYNC_LEVEL = int(os.environ.get("JAX_MACE_SYMJIT_SYNC", "1"))
 MAX_NODE_ARRAYS = 3
 MAX_SPECIES_ARRAYS = 2
 MAX_NODE_OUTPUTS = 2
@@ -165,10 +178,14 @@ def _acc_slot(program: Program, array: int, comp: int) -> int:
     return nodes + sum(len(a) for a in program.species_out[:array]) + comp
 
 
+def _slots(program: Program) -> int:
+    """Shared-memory slots of one group: staged node values, then species accumulators."""
+    return NODES_PER_CALL * sum(program.node_in) + sum(len(a) for a in program.species_out)
+
+
 def smem_bytes(program: Program, ctype: str) -> int:
-    """Dynamic shared memory of the kernel: staged node values and species accumulators."""
-    slots = NODES_PER_CALL * sum(program.node_in) + sum(len(a) for a in program.species_out)
-    return slots * BLOCK_THREADS * (4 if ctype == "float" else 8)
+    """Dynamic shared memory per group (the launcher multiplies by the groups per block)."""
+    return _slots(program) * BLOCK_THREADS * (4 if ctype == "float" else 8)
 
 
 def _stage_rows(program: Program, ctype: str, indent: str, r: int, row: str) -> list[str]:
@@ -194,23 +211,6 @@ def _stage_rows(program: Program, ctype: str, indent: str, r: int, row: str) -> 
     return lines
 
 
-def _row_store(
-    ctype: str, array: int, names: list[str], out: list[str], indent: str, row: str
-) -> None:
-    width = len(names)
-    lanes = 4 if ctype == "float" else 2
-    vec = lanes if width % lanes == 0 else 1
-    base = f"static_cast<{ctype}*>(a.nout[{array}]) + {row} * {width}"
-    if vec == 1:
-        for i, name in enumerate(names):
-            out.append(f"{indent}({base})[{i}] = {name};")
-        return
-    vtype = f"{ctype}{vec}"
-    for j in range(width // vec):
-        parts = ", ".join(names[j * vec : (j + 1) * vec])
-        out.append(f"{indent}reinterpret_cast<{vtype}*>({base})[{j}] = make_{vtype}({parts});")
-
-
 _PARAMS = (
     "const {t}* nv, const {t}* __restrict__ srow0, const {t}* __restrict__ srow1, long long cs"
 )
@@ -234,10 +234,20 @@ def _output_function(name: str, poly: Poly, program: Program, ctype: str) -> lis
     return lines
 
 
+@functools.lru_cache(maxsize=64)
+def code_bytes(program: Program) -> int:
+    """Estimated size of the generated machine code: one 16-byte instruction per trie edge and
+    node set (the arithmetic dominates)."""
+    polys = [p for arrays in (program.node_out, program.species_out) for a in arrays for p in a]
+    return 16 * NODES_PER_CALL * sum(build_trie(p).edges() for p in polys if p)
+
+
 def generate(program: Program, ctype: str) -> str:
     """CUDA C++ source (no includes) of the kernel :data:`KERNEL_NAME` for ``program``.
 
-    Launch with :func:`smem_bytes` of dynamic shared memory and BLOCK_THREADS threads.
+    Launch with ``blockDim = (BLOCK_THREADS, groups)`` and ``groups * smem_bytes(...)`` bytes of
+    dynamic shared memory; every thread of a block must reach the barriers (none returns early
+    except where the whole block does).
     """
     if ctype not in ("float", "double"):
         raise ValueError(f"ctype must be 'float' or 'double', got {ctype!r}")
@@ -251,38 +261,52 @@ def generate(program: Program, ctype: str) -> str:
     t = ctype
     functions: list[str] = []
     ind = "    "
+    sync_call = [f"{ind}__syncthreads();"] if SYNC_LEVEL >= 2 else []
     # Node set r is node i + r of the chunk, or zeros past its end (every species-output
     # monomial holds a node value, so zeros add nothing there; its node outputs are not stored).
+    # `act` (this group has nodes left, this lane a channel) is uniform over a warp except in
+    # a partial last channel block; the barriers stay outside it.
     body = []
     nodes = sum(nin)
     for r in range(NODES_PER_CALL):
         body += [
-            f"{ind}const bool has{r} = i + {r} < hi;",
+            f"{ind}const bool has{r} = act && i + {r} < hi;",
             f"{ind}const long long row{r} = has{r} ? "
             f"static_cast<long long>(a.perm[start + i + {r}]) * a.c + c : 0;",
-            f"{ind}if (has{r}) {{",
-            *_stage_rows(program, t, ind + "  ", r, f"row{r}"),
-            f"{ind}}} else {{",
-            f"{ind}  for (int j = {r * nodes}; j < {(r + 1) * nodes}; ++j) "
-            f"nv[j * {BLOCK_THREADS}] = 0;",
-            f"{ind}}}",
         ]
+    body.append(f"{ind}if (act) {{")
+    for r in range(NODES_PER_CALL):
+        body += [
+            f"{ind}  if (has{r}) {{",
+            *_stage_rows(program, t, ind + "    ", r, f"row{r}"),
+            f"{ind}  }} else {{",
+            f"{ind}    for (int j = {r * nodes}; j < {(r + 1) * nodes}; ++j) "
+            f"nv[j * {BLOCK_THREADS}] = 0;",
+            f"{ind}  }}",
+        ]
+    body.append(f"{ind}}}")
     vals = f"Vals<{t}, {NODES_PER_CALL}>"
     for arr, polys in enumerate(program.node_out):
-        names = [[] for _ in range(NODES_PER_CALL)]
+        width = len(polys)
         for comp, poly in enumerate(polys):
-            for r in range(NODES_PER_CALL):
-                names[r].append(f"o{arr}_{comp}.v[{r}]")
+            # Stored where computed (lanes stride `width` values; L2 merges the sectors):
+            # kept for a vector store, the outputs would hold registers across the other calls.
+            dst = f"static_cast<{t}*>(a.nout[{arr}])"
             if not poly:
-                body.append(f"{ind}const {vals} o{arr}_{comp} = {{}};")
+                body += [
+                    f"{ind}if (has{r}) {dst}[row{r} * {width} + {comp}] = 0;"
+                    for r in range(NODES_PER_CALL)
+                ]
                 continue
             fname = f"node_out{arr}_{comp}"
             functions += _output_function(fname, poly, program, t)
-            body.append(f"{ind}const {vals} o{arr}_{comp} = {fname}({_ARGS});")
-        for r in range(NODES_PER_CALL):
-            body.append(f"{ind}if (has{r}) {{")
-            _row_store(t, arr, names[r], body, ind + "  ", f"row{r}")
+            body.append(f"{ind}if (act) {{ const {vals} v = {fname}({_ARGS});")
+            body += [
+                f"{ind}  if (has{r}) {dst}[row{r} * {width} + {comp}] = v.v[{r}];"
+                for r in range(NODES_PER_CALL)
+            ]
             body.append(f"{ind}}}")
+            body += sync_call
     for arr, polys in enumerate(program.species_out):
         for comp, poly in enumerate(polys):
             if not poly:
@@ -291,8 +315,11 @@ def generate(program: Program, ctype: str) -> str:
             functions += _output_function(fname, poly, program, t)
             slot = _acc_slot(program, arr, comp)
             total = " + ".join(f"v.v[{r}]" for r in range(NODES_PER_CALL))
-            body.append(f"{ind}{{ const {vals} v = {fname}({_ARGS});")
+            body.append(f"{ind}if (act) {{ const {vals} v = {fname}({_ARGS});")
             body.append(f"{ind}  nv[{slot * BLOCK_THREADS}] += {total}; }}")
+            body += sync_call
+    if SYNC_LEVEL == 1:
+        body.append(f"{ind}__syncthreads();")
 
     zero_rows = [
         f"      static_cast<{t}*>(a.nout[{arr}])[row * {width} + {i}] = 0;"
@@ -301,30 +328,40 @@ def generate(program: Program, ctype: str) -> str:
     ]
     acc0, nacc = _acc_slot(program, 0, 0), sum(sout)
     acc_zero = [f"  for (int j = {acc0}; j < {acc0 + nacc}; ++j) nv[j * {BLOCK_THREADS}] = 0;"]
+    group_stride = _slots(program) * BLOCK_THREADS
     acc_flush = [
-        f"  atomicAdd(static_cast<{t}*>(a.sout[{arr}]) + (static_cast<long long>(s) * {w} + {i})"
-        f" * a.c + c, nv[{_acc_slot(program, arr, i) * BLOCK_THREADS}]);"
-        for arr, w in enumerate(sout)
-        for i in range(w)
-        if program.species_out[arr][i]
+        "  __syncthreads();  // every group's sums are in shared memory",
+        "  if (threadIdx.y != 0 || !lane) return;",
     ]
+    for arr, w in enumerate(sout):
+        for i in range(w):
+            if not program.species_out[arr][i]:
+                continue
+            slot = _acc_slot(program, arr, i) * BLOCK_THREADS
+            acc_flush += [
+                f"  {{ {t} sum = 0;",
+                f"    for (int q = 0; q < groups; ++q) "
+                f"sum += smem_values[q * {group_stride} + {slot} + threadIdx.x];",
+                f"    atomicAdd(static_cast<{t}*>(a.sout[{arr}]) + "
+                f"(static_cast<long long>(s) * {w} + {i}) * a.c + c, sum); }}",
+            ]
     srows = [
         f"  const {t}* srow{arr} = static_cast<const {t}*>(a.sin[{arr}]) + "
-        f"static_cast<long long>(s) * {w} * a.c + c;"
+        f"static_cast<long long>(s) * {w} * a.c + (lane ? c : 0);"
         for arr, w in enumerate(sin)
     ] + [f"  const {t}* srow{arr} = nullptr;" for arr in range(len(sin), MAX_SPECIES_ARRAYS)]
     src = [
         f"// Generated by jax_mace.symmetric_contraction.codegen: program {program.name}, {t}.",
         ARGS_STRUCT,
         *functions,
-        f'extern "C" __global__ void __launch_bounds__({BLOCK_THREADS}) '
-        f"{KERNEL_NAME}(const __grid_constant__ SymjitArgs a) {{",
+        f'extern "C" __global__ void {KERNEL_NAME}(const __grid_constant__ SymjitArgs a) {{',
         f"  extern __shared__ {t} smem_values[];",
-        f"  {t}* nv = smem_values + threadIdx.x;  // this thread's column",
+        "  const int groups = blockDim.y;",
+        f"  {t}* nv = smem_values + threadIdx.y * {group_stride} + threadIdx.x;  // own column",
         "  const int item = blockIdx.x;",
         "  if (item >= *a.nitems) return;",
         f"  const int c = blockIdx.z * {BLOCK_THREADS} + threadIdx.x;",
-        "  if (c >= a.c) return;",
+        "  const bool lane = c < a.c;",
         "  const int s = a.items[4 * item + 0];",
         "  const int start = a.items[4 * item + 1];",
         "  const int count = a.items[4 * item + 2];",
@@ -332,7 +369,8 @@ def generate(program: Program, ctype: str) -> str:
         "  if (lo >= count) return;",
         "  const int hi = min(count, lo + a.chunk);",
         "  if (s < 0) {  // species outside [0, S): zero node outputs, no species sums",
-        "    for (int i = lo; i < hi; ++i) {",
+        "    if (!lane) return;",
+        "    for (int i = lo + threadIdx.y; i < hi; i += groups) {",
         "      const long long row = static_cast<long long>(a.perm[start + i]) * a.c + c;",
         *zero_rows,
         "    }",
@@ -342,10 +380,12 @@ def generate(program: Program, ctype: str) -> str:
         *srows,
         *(acc_zero if nacc else []),
         "#pragma unroll 1",
-        f"  for (int i = lo; i < hi; i += {NODES_PER_CALL}) {{",
+        f"  for (int base = lo; base < hi; base += groups * {NODES_PER_CALL}) {{",
+        f"    const int i = base + threadIdx.y * {NODES_PER_CALL};",
+        "    const bool act = lane && i < hi;",
         *body,
         "  }",
-        *acc_flush,
+        *(acc_flush if nacc else []),
         "}",
         "",
     ]
