@@ -264,6 +264,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--quick", action="store_true", help="10k nodes only")
     ap.add_argument("--no-cueq", action="store_true")
+    ap.add_argument("--no-engine", action="store_true", help="skip backend 'cuda-engine'")
     ap.add_argument(
         "--ours-only",
         action="store_true",
@@ -324,7 +325,14 @@ def main() -> None:
     sizes = [10_000] if args.quick else [10_000, 50_000]
     for n in sizes:
         for model in MODELS:
-            r = bench_case(model, n, bw, do_ref=(n == 10_000), do_cueq=not args.no_cueq)
+            r = bench_case(
+                model,
+                n,
+                bw,
+                do_ref=(n == 10_000),
+                do_cueq=not args.no_cueq,
+                engine_too=not args.no_engine,
+            )
             cases.append(r)
             print(json.dumps(r), flush=True)
     result = {"info": info, "cases": cases}
