@@ -123,13 +123,43 @@ def test_literals_round_trip():
 def test_generated_source_structure():
     paths = _paths(*CASES[0])
     src = codegen.generate(poly.programs(paths)["bwd2"], "float")
-    assert f'extern "C" __global__ void {codegen.KERNEL_NAME}(' in src  # blockDim.y varies
+    assert not codegen.grouped(poly.programs(paths)["bwd2"])
+    assert f'extern "C" __global__ void __launch_bounds__(128, 4) {codegen.KERNEL_NAME}(' in src
     assert "blockDim.y" in src and "__syncthreads();" in src
     assert codegen.ARGS_STRUCT in src
     assert "atomicAdd" in src and "__noinline__" in src
     assert codegen.source_key(src) == codegen.source_key(src) > 0
     with pytest.raises(ValueError, match="ctype"):
         codegen.generate(poly.programs(paths)["fwd"], "half")
+
+
+def test_grouped_kernels_by_code_size(monkeypatch):
+    paths = _paths(*CASES[0])
+    prog = poly.programs(paths)["fwd"]
+    lo, hi = codegen.GROUPED_CODE_BYTES
+    for size, grouped in ((lo - 1, False), (lo, True), (hi, True), (hi + 1, False)):
+        monkeypatch.setattr(codegen, "code_bytes", lambda p, size=size: size)
+        assert codegen.grouped(prog) is grouped
+        src = codegen.generate(prog, "float")
+        # grouped: any blockDim.y, outputs stored where computed; else one group, vector stores
+        assert ("__launch_bounds__" not in src) is grouped
+        m = len(prog.node_out[0])
+        assert (f"[row0 * {m} + 0] = o0_0.v[0];" in src) is grouped
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
+def test_generated_source_compiles_for_sm90a_grouped(tmp_path, monkeypatch):
+    paths = _paths(*CASES[0])
+    monkeypatch.setattr(codegen, "grouped", lambda p: True)
+    for name, prog in poly.programs(paths).items():
+        src = tmp_path / f"{name}.cu"
+        src.write_text(codegen.generate(prog, "float"))
+        run = subprocess.run(
+            ["nvcc", "-arch=sm_90a", "-cubin", "-o", str(tmp_path / f"{name}.cubin"), str(src)],
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")

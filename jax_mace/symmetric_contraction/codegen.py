@@ -21,7 +21,7 @@ run different parts of it (Nsight Compute, H100, MP-L forward with one 4-warp bl
 loop step (``JAX_MACE_SYMJIT_SYNC=1``, the default; 2 adds one after every output call, 0 none)
 leave few distinct instruction streams per multiprocessor.
 
-Node outputs are stored where computed; species outputs are summed in shared memory per
+Node outputs are stored per node (vector stores); species outputs are summed in shared memory per
 group, summed over the groups at the end and added to the ``[S, m, C]`` outputs atomically
 (zeroed by the launcher).
 """
@@ -211,6 +211,24 @@ def _stage_rows(program: Program, ctype: str, indent: str, r: int, row: str) -> 
     return lines
 
 
+def _row_store(
+    ctype: str, array: int, names: list[str], out: list[str], indent: str, row: str
+) -> None:
+    """Stores node ``row``'s output row (vector stores when aligned)."""
+    width = len(names)
+    lanes = 4 if ctype == "float" else 2
+    vec = lanes if width % lanes == 0 else 1
+    base = f"static_cast<{ctype}*>(a.nout[{array}]) + {row} * {width}"
+    if vec == 1:
+        for i, name in enumerate(names):
+            out.append(f"{indent}({base})[{i}] = {name};")
+        return
+    vtype = f"{ctype}{vec}"
+    for j in range(width // vec):
+        parts = ", ".join(names[j * vec : (j + 1) * vec])
+        out.append(f"{indent}reinterpret_cast<{vtype}*>({base})[{j}] = make_{vtype}({parts});")
+
+
 _PARAMS = (
     "const {t}* nv, const {t}* __restrict__ srow0, const {t}* __restrict__ srow1, long long cs"
 )
@@ -232,6 +250,21 @@ def _output_function(name: str, poly: Poly, program: Program, ctype: str) -> lis
     values = em.value(build_trie(poly), "  ")
     lines += em.lines + [f"  return {vals}{{{{{', '.join(values)}}}}};", "}"]
     return lines
+
+
+# Code sizes (bytes, estimated) for which blocks of several lock-stepped groups won on H100:
+# MACE-MP-L's forward (~88 KB) ran 11% faster with 7 groups than with 1; smaller kernels, and
+# larger ones whose code cannot stay in the instruction cache anyway, ran faster with 1.
+GROUPED_CODE_BYTES = (64 * 1024, 100 * 1024)
+CAPPED_CODE_BYTES = 320 * 1024
+
+
+def grouped(program: Program) -> bool:
+    """Whether ``program``'s kernel is built for blocks of several groups (else one group:
+    ``__launch_bounds__(BLOCK_THREADS)``, node outputs kept in registers for vector stores;
+    grouped kernels store each output where computed, to leave registers for more warps)."""
+    lo, hi = GROUPED_CODE_BYTES
+    return lo <= code_bytes(program) <= hi
 
 
 @functools.lru_cache(maxsize=64)
@@ -259,13 +292,14 @@ def generate(program: Program, ctype: str) -> str:
     if len(nout) > MAX_NODE_OUTPUTS or len(sout) > MAX_SPECIES_OUTPUTS:
         raise ValueError("too many output arrays for the kernel argument block")
     t = ctype
+    is_grouped = grouped(program)
     functions: list[str] = []
     ind = "    "
     sync_call = [f"{ind}__syncthreads();"] if SYNC_LEVEL >= 2 else []
-    # Node set r is node i + r of the chunk, or zeros past its end (every species-output
-    # monomial holds a node value, so zeros add nothing there; its node outputs are not stored).
-    # `act` (this group has nodes left, this lane a channel) is uniform over a warp except in
-    # a partial last channel block; the barriers stay outside it.
+    # Node set r is node i + r of the chunk, or zeros past its end and in lanes past the last
+    # channel (every species-output monomial holds a node value, so zeros add nothing there;
+    # node outputs are stored only for real nodes). Every thread makes every call, so the
+    # barriers are reached by all.
     body = []
     nodes = sum(nin)
     for r in range(NODES_PER_CALL):
@@ -273,40 +307,39 @@ def generate(program: Program, ctype: str) -> str:
             f"{ind}const bool has{r} = act && i + {r} < hi;",
             f"{ind}const long long row{r} = has{r} ? "
             f"static_cast<long long>(a.perm[start + i + {r}]) * a.c + c : 0;",
-        ]
-    body.append(f"{ind}if (act) {{")
-    for r in range(NODES_PER_CALL):
-        body += [
-            f"{ind}  if (has{r}) {{",
-            *_stage_rows(program, t, ind + "    ", r, f"row{r}"),
-            f"{ind}  }} else {{",
-            f"{ind}    for (int j = {r * nodes}; j < {(r + 1) * nodes}; ++j) "
+            f"{ind}if (has{r}) {{",
+            *_stage_rows(program, t, ind + "  ", r, f"row{r}"),
+            f"{ind}}} else {{",
+            f"{ind}  for (int j = {r * nodes}; j < {(r + 1) * nodes}; ++j) "
             f"nv[j * {BLOCK_THREADS}] = 0;",
-            f"{ind}  }}",
+            f"{ind}}}",
         ]
-    body.append(f"{ind}}}")
     vals = f"Vals<{t}, {NODES_PER_CALL}>"
     for arr, polys in enumerate(program.node_out):
         width = len(polys)
+        names = [[] for _ in range(NODES_PER_CALL)]
         for comp, poly in enumerate(polys):
-            # Stored where computed (lanes stride `width` values; L2 merges the sectors):
-            # kept for a vector store, the outputs would hold registers across the other calls.
-            dst = f"static_cast<{t}*>(a.nout[{arr}])"
-            if not poly:
+            for r in range(NODES_PER_CALL):
+                names[r].append(f"o{arr}_{comp}.v[{r}]")
+            fname = f"node_out{arr}_{comp}"
+            if poly:
+                functions += _output_function(fname, poly, program, t)
+            body.append(
+                f"{ind}const {vals} o{arr}_{comp} = " + (f"{fname}({_ARGS});" if poly else "{};")
+            )
+            if poly:
+                body += sync_call
+            if is_grouped:  # lanes stride `width` values apart; L2 merges the sectors
                 body += [
-                    f"{ind}if (has{r}) {dst}[row{r} * {width} + {comp}] = 0;"
+                    f"{ind}if (has{r}) static_cast<{t}*>(a.nout[{arr}])"
+                    f"[row{r} * {width} + {comp}] = o{arr}_{comp}.v[{r}];"
                     for r in range(NODES_PER_CALL)
                 ]
-                continue
-            fname = f"node_out{arr}_{comp}"
-            functions += _output_function(fname, poly, program, t)
-            body.append(f"{ind}if (act) {{ const {vals} v = {fname}({_ARGS});")
-            body += [
-                f"{ind}  if (has{r}) {dst}[row{r} * {width} + {comp}] = v.v[{r}];"
-                for r in range(NODES_PER_CALL)
-            ]
-            body.append(f"{ind}}}")
-            body += sync_call
+        if not is_grouped:
+            for r in range(NODES_PER_CALL):
+                body.append(f"{ind}if (has{r}) {{")
+                _row_store(t, arr, names[r], body, ind + "  ", f"row{r}")
+                body.append(f"{ind}}}")
     for arr, polys in enumerate(program.species_out):
         for comp, poly in enumerate(polys):
             if not poly:
@@ -315,7 +348,7 @@ def generate(program: Program, ctype: str) -> str:
             functions += _output_function(fname, poly, program, t)
             slot = _acc_slot(program, arr, comp)
             total = " + ".join(f"v.v[{r}]" for r in range(NODES_PER_CALL))
-            body.append(f"{ind}if (act) {{ const {vals} v = {fname}({_ARGS});")
+            body.append(f"{ind}{{ const {vals} v = {fname}({_ARGS});")
             body.append(f"{ind}  nv[{slot * BLOCK_THREADS}] += {total}; }}")
             body += sync_call
     if SYNC_LEVEL == 1:
@@ -350,11 +383,17 @@ def generate(program: Program, ctype: str) -> str:
         f"static_cast<long long>(s) * {w} * a.c + (lane ? c : 0);"
         for arr, w in enumerate(sin)
     ] + [f"  const {t}* srow{arr} = nullptr;" for arr in range(len(sin), MAX_SPECIES_ARRAYS)]
+    # Ungrouped kernels ask for >= 4 resident blocks (<= 128 registers): left free, ptxas gave
+    # MACE-MP-L's backward 168 registers (3 blocks) where 128 fit without spilling; the
+    # second-derivative kernels above CAPPED_CODE_BYTES spill heavily when capped.
+    min_blocks = ", 4" if code_bytes(program) <= CAPPED_CODE_BYTES else ""
+    bounds = f"__launch_bounds__({BLOCK_THREADS}{min_blocks}) "
     src = [
         f"// Generated by jax_mace.symmetric_contraction.codegen: program {program.name}, {t}.",
         ARGS_STRUCT,
         *functions,
-        f'extern "C" __global__ void {KERNEL_NAME}(const __grid_constant__ SymjitArgs a) {{',
+        f'extern "C" __global__ void {"" if is_grouped else bounds}{KERNEL_NAME}('
+        "const __grid_constant__ SymjitArgs a) {",
         f"  extern __shared__ {t} smem_values[];",
         "  const int groups = blockDim.y;",
         f"  {t}* nv = smem_values + threadIdx.y * {group_stride} + threadIdx.x;  // own column",

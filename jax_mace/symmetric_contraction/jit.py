@@ -140,18 +140,6 @@ def _tuning(name: str, low: int, high: int) -> int:
     return max(low, min(high, int(env))) if env else 0
 
 
-# Code sizes (bytes, estimated) for which blocks of several lock-stepped groups won on H100:
-# MACE-MP-L's forward (~88 KB) ran 11% faster with 7 groups than with 1; smaller kernels, and
-# larger ones whose code cannot stay in the instruction cache anyway, ran faster with 1.
-_GROUPED_CODE_BYTES = (64 * 1024, 100 * 1024)
-
-
-def _default_groups(prog) -> int:
-    """``groups`` attribute: 0 (launcher's choice) inside ``_GROUPED_CODE_BYTES``, else 1."""
-    lo, hi = _GROUPED_CODE_BYTES
-    return 0 if lo <= codegen.code_bytes(prog) <= hi else 1
-
-
 def _launch(paths: PathList, name: str, node_in, species_in, sort):
     """Run program ``name``: returns ``(node outputs, species outputs)`` as lists."""
     prog = programs(paths)[name]
@@ -174,7 +162,7 @@ def _launch(paths: PathList, name: str, node_in, species_in, sort):
         *species_args,
         key=np.int64(key),
         chunk=np.int64(_tuning("CHUNK", 1, 128)),
-        groups=np.int64(_tuning("GROUPS", 1, 8) or _default_groups(prog)),
+        groups=np.int64(_tuning("GROUPS", 1, 8) or (0 if codegen.grouped(prog) else 1)),
         nodes_per_call=np.int64(codegen.NODES_PER_CALL),
         smem=np.int64(codegen.smem_bytes(prog, ctype)),
         nin_widths=np.asarray(prog.node_in, np.int64),
