@@ -359,3 +359,69 @@ def test_gpu_mace_force_training_step_matches_reference(backend):
     num = sum(float(jnp.sum((a - b) ** 2)) for a, b in zip(leaves_c, leaves_r, strict=True))
     den = sum(float(jnp.sum(b**2)) for b in leaves_r)
     assert np.sqrt(num / den) < 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("grouped", "groups", "chunk", "sync"),
+    [(True, 0, 0, 1), (True, 3, 5, 2), (True, 2, 1, 0), (False, 1, 3, 1), (False, 0, 128, 1)],
+)
+def test_gpu_launch_shapes_match_reference(monkeypatch, grouped, groups, chunk, sync):
+    """Every launch shape (groups per block, nodes per block, barriers) gives the reference's
+    values and first and second derivatives; odd node counts leave groups partly empty."""
+    from jax_mace.symmetric_contraction import codegen, jit
+
+    monkeypatch.setattr(codegen, "grouped", lambda program: grouped)
+    monkeypatch.setattr(codegen, "SYNC_LEVEL", sync)
+    monkeypatch.setenv("JAX_MACE_SYMJIT_GROUPS", str(groups) if groups else "")
+    monkeypatch.setenv("JAX_MACE_SYMJIT_CHUNK", str(chunk) if chunk else "")
+    jit.kernel_key.cache_clear()  # the source depends on `grouped` and SYNC_LEVEL
+    jax.clear_caches()
+    try:
+        paths = _paths(*SMALL[0])
+        x, w, sp = _inputs(paths, n=203, c=136, s=5, dtype=np.float32, seed=3, pad=7)
+
+        def loss(fn):
+            def energy(x_, w_):
+                return jnp.sum(fn(x_, w_, sp, paths) ** 2)
+
+            def force_loss(x_, w_):
+                return jnp.sum(jax.grad(energy)(x_, w_) ** 2)
+
+            return jax.jit(jax.value_and_grad(force_loss, argnums=(0, 1)))
+
+        def cuda(x_, w_, sp_, p):
+            return contract(x_, w_, sp_, p, backend="cuda")
+
+        (v, (gx, gw)), (v_r, (gx_r, gw_r)) = loss(cuda)(x, w), loss(_ref)(x, w)
+        assert _rel(v, v_r) < 1e-3 and _rel(gx, gx_r) < 1e-3 and _rel(gw, gw_r) < 1e-3
+    finally:
+        jit.kernel_key.cache_clear()
+        jax.clear_caches()
+
+
+@pytest.mark.gpu
+def test_gpu_symjit_errors_name_the_problem(monkeypatch):
+    """The FFI handler refuses a kernel key it has not loaded and a group count that cannot
+    launch, with the reason, instead of launching."""
+    from jax_mace.symmetric_contraction import codegen, jit
+
+    paths = _paths(*SMALL[1])
+    x, w, sp = _inputs(paths, n=40, c=8, s=3, dtype=np.float32, seed=0, pad=0)
+
+    def run():
+        jax.clear_caches()
+        return jax.block_until_ready(contract(x, w, sp, paths, backend="cuda"))
+
+    with monkeypatch.context() as m:
+        m.setattr(jit, "kernel_key", lambda *args: 12345)
+        with pytest.raises(Exception, match="not registered"):
+            run()
+    with monkeypatch.context() as m:
+        m.setattr(codegen, "grouped", lambda program: False)  # __launch_bounds__(128)
+        m.setenv("JAX_MACE_SYMJIT_GROUPS", "8")
+        jit.kernel_key.cache_clear()
+        with pytest.raises(Exception, match="does not fit"):
+            run()
+    jit.kernel_key.cache_clear()
+    jax.clear_caches()
