@@ -170,7 +170,9 @@ def symcon_table() -> list[str]:
             f"Symmetric contraction kernel (`{name}`: {info['gpu']}, jax {info['jax']}, "
             f"{info['dtype']}, cuEquivariance {info.get('cuequivariance')} `uniform_1d` baseline "
             "in the same run; ours = backend `cuda` (kernels specialised per path list), engine = "
-            "backend `cuda-engine`; speedup = other time / ours, so < 1 means slower):",
+            "backend `cuda-engine`; speedup = other time / ours, so < 1 means slower"
+            + (f"; {info['note']}" if info.get("note") else "")
+            + "):",
             "",
             "| model | N | ours fwd / fwd+bwd ms | cuEq fwd / fwd+bwd ms | vs cuEq | vs pure JAX | "
             "engine fwd / fwd+bwd ms | % of physical limit |",
