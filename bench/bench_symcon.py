@@ -95,17 +95,40 @@ def _cueq_fns(irreps_out: str, sp):
     return fwd, e.inputs[0].dim, out_dim
 
 
-def bench_case(
-    model: str, n: int, bw: float, do_ref: bool, do_cueq: bool, seed: int = 0, engine_too=True
-):
-    irreps_out = MODELS[model]
-    paths = build_path_list(IRREPS_IN, irreps_out, 3)
+def cueq_case(model: str, x, w, sp, g):
+    """cuEquivariance's forward for ``model`` and the case's ``w, x, g`` in its layout
+    (``ir_mul``; converted here, untimed): ``(fwd, w_c, x_c, g_c)``."""
+    fwd_c, wdim, out_dim = _cueq_fns(MODELS[model], sp)
+    n, _, k = x.shape
+    x_c = jnp.swapaxes(x, 1, 2).reshape(n, k * CHANNELS)
+    w_c = w.reshape(SPECIES, wdim)
+    g_c = jnp.swapaxes(g, 1, 2).reshape(n, out_dim)
+    return fwd_c, w_c, x_c, g_c
+
+
+def case_inputs(model: str, n: int, seed: int = 0):
+    """``(paths, x [N, C, K], w [S, W, C], species [N], cotangent g [N, C, M])`` of a case."""
+    paths = build_path_list(IRREPS_IN, MODELS[model], 3)
     k, m, nw = paths.num_in, paths.num_out, paths.num_weights
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.normal(size=(n, CHANNELS, k)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(SPECIES, nw, CHANNELS)) / np.sqrt(nw), jnp.float32)
     sp = jnp.asarray(rng.integers(0, SPECIES, n), jnp.int32)
     g = jnp.asarray(rng.normal(size=(n, CHANNELS, m)), jnp.float32)
+    return paths, x, w, sp, g
+
+
+def fwd_bwd(f, g):
+    """Jitted value and gradient (both arguments) of ``vdot(f(a, b), g)``."""
+    return jax.jit(jax.value_and_grad(lambda a, b: jnp.vdot(f(a, b), g), argnums=(0, 1)))
+
+
+def bench_case(
+    model: str, n: int, bw: float, do_ref: bool, do_cueq: bool, seed: int = 0, engine_too=True
+):
+    irreps_out = MODELS[model]
+    paths, x, w, sp, g = case_inputs(model, n, seed)
+    k, m, nw = paths.num_in, paths.num_out, paths.num_weights
     res = {"model": model, "irreps_out": irreps_out, "N": n, "K": k, "M": m, "W": nw}
     res["paths"] = paths.num_paths
     res["base_terms"] = cp.base_terms(paths).num_terms
@@ -123,20 +146,17 @@ def bench_case(
         with jax.default_matmul_precision("highest"):
             return symmetric_contraction(x_, w_, sp, paths)
 
-    def fb_of(f, gg):
-        return jax.jit(jax.value_and_grad(lambda a, b: jnp.vdot(f(a, b), gg), argnums=(0, 1)))
-
     t0 = time.perf_counter()
-    jax.block_until_ready(fb_of(ours, g)(x, w))
+    jax.block_until_ready(fwd_bwd(ours, g)(x, w))
     res["ours_first_call_s"] = time.perf_counter() - t0  # NVRTC compile (or disk cache) + jit
     res["ours_fwd"] = timeit(jax.jit(ours), x, w)
-    res["ours_fwdbwd"] = timeit(fb_of(ours, g), x, w)
+    res["ours_fwdbwd"] = timeit(fwd_bwd(ours, g), x, w)
     if engine_too:
         res["engine_fwd"] = timeit(jax.jit(engine), x, w)
-        res["engine_fwdbwd"] = timeit(fb_of(engine, g), x, w)
+        res["engine_fwdbwd"] = timeit(fwd_bwd(engine, g), x, w)
     if do_ref:
         out_o, out_r = jax.jit(ours)(x, w), jax.jit(ref_hi)(x, w)
-        (_, (gx_o, gw_o)), (_, (gx_r, gw_r)) = fb_of(ours, g)(x, w), fb_of(ref_hi, g)(x, w)
+        (_, (gx_o, gw_o)), (_, (gx_r, gw_r)) = fwd_bwd(ours, g)(x, w), fwd_bwd(ref_hi, g)(x, w)
         res["rel_err_vs_ref"] = {
             "out": _rel(out_o, out_r),
             "gx": _rel(gx_o, gx_r),
@@ -144,15 +164,12 @@ def bench_case(
         }
         del out_o, out_r, gx_o, gx_r, gw_o, gw_r
         res["ref_fwd"] = timeit(jax.jit(ref), x, w, min_rep_s=0.2, reps=3)
-        res["ref_fwdbwd"] = timeit(fb_of(ref, g), x, w, min_rep_s=0.2, reps=3)
+        res["ref_fwdbwd"] = timeit(fwd_bwd(ref, g), x, w, min_rep_s=0.2, reps=3)
     if do_cueq:
         try:
-            fwd_c, wdim, out_dim = _cueq_fns(irreps_out, sp)
-            x_c = jnp.swapaxes(x, 1, 2).reshape(n, k * CHANNELS)  # ir_mul layout, untimed
-            w_c = w.reshape(SPECIES, wdim)
-            g_c = jnp.swapaxes(g, 1, 2).reshape(n, out_dim)
+            fwd_c, w_c, x_c, g_c = cueq_case(model, x, w, sp, g)
             res["cueq_fwd"] = timeit(jax.jit(fwd_c), w_c, x_c)
-            res["cueq_fwdbwd"] = timeit(fb_of(fwd_c, g_c), w_c, x_c)
+            res["cueq_fwdbwd"] = timeit(fwd_bwd(fwd_c, g_c), w_c, x_c)
         except Exception as err:  # keep the run going; the JSON says why
             res["cueq_error"] = f"{type(err).__name__}: {err}"[:500]
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -37,29 +36,16 @@ def symcon(model: str, n: int) -> None:
     import bench_symcon as bs
 
     from jax_mace.symmetric_contraction.jit import symmetric_contraction_jit
-    from jax_mace.symmetric_contraction.paths import build_path_list
 
-    paths = build_path_list(bs.IRREPS_IN, bs.MODELS[model], 3)
-    k, m, nw = paths.num_in, paths.num_out, paths.num_weights
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(n, bs.CHANNELS, k)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(bs.SPECIES, nw, bs.CHANNELS)) / np.sqrt(nw), jnp.float32)
-    sp = jnp.asarray(rng.integers(0, bs.SPECIES, n), jnp.int32)
-    g = jnp.asarray(rng.normal(size=(n, bs.CHANNELS, m)), jnp.float32)
+    paths, x, w, sp, g = bs.case_inputs(model, n)
 
     def ours(x_, w_):
         return symmetric_contraction_jit(x_, w_, sp, paths)
 
-    def fb_of(f, gg):
-        return jax.jit(jax.value_and_grad(lambda a, b: jnp.vdot(f(a, b), gg), argnums=(0, 1)))
-
-    calls = [(jax.jit(ours), (x, w)), (fb_of(ours, g), (x, w))]
+    calls = [(jax.jit(ours), (x, w)), (bs.fwd_bwd(ours, g), (x, w))]
     try:
-        fwd_c, wdim, out_dim = bs._cueq_fns(bs.MODELS[model], sp)
-        x_c = jnp.swapaxes(x, 1, 2).reshape(n, k * bs.CHANNELS)
-        w_c = w.reshape(bs.SPECIES, wdim)
-        g_c = jnp.swapaxes(g, 1, 2).reshape(n, out_dim)
-        calls += [(jax.jit(fwd_c), (w_c, x_c)), (fb_of(fwd_c, g_c), (w_c, x_c))]
+        fwd_c, w_c, x_c, g_c = bs.cueq_case(model, x, w, sp, g)
+        calls += [(jax.jit(fwd_c), (w_c, x_c)), (bs.fwd_bwd(fwd_c, g_c), (w_c, x_c))]
     except ImportError as err:
         print(f"cuEquivariance not profiled: {err}")
     _profiled(calls)
