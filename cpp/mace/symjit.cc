@@ -134,11 +134,10 @@ ffi::Error KernelOccupancy(uint64_t key, CUkernel kernel, int64_t smem_per_group
   for (int g = 1; g <= kMaxGroups; ++g) {
     const int64_t bytes = g * smem_per_group;
     int blocks = 0;
-    if (bytes <= optin && driver.occupancy(&blocks, fn, g * kBlockThreads,
-                                           static_cast<size_t>(bytes)) != CUDA_SUCCESS) {
-      blocks = 0;
-    }
-    occ.blocks[g] = bytes <= optin ? blocks : 0;
+    const bool fits =
+        bytes <= optin && driver.occupancy(&blocks, fn, g * kBlockThreads,
+                                           static_cast<size_t>(bytes)) == CUDA_SUCCESS;
+    occ.blocks[g] = fits ? blocks : 0;
   }
   per_device[ordinal] = occ;
   *out = occ;

@@ -261,8 +261,9 @@ CAPPED_CODE_BYTES = 320 * 1024
 
 def grouped(program: Program) -> bool:
     """Whether ``program``'s kernel is built for blocks of several groups (else one group:
-    ``__launch_bounds__(BLOCK_THREADS)``, node outputs kept in registers for vector stores;
-    grouped kernels store each output where computed, to leave registers for more warps)."""
+    ``__launch_bounds__``, see ``generate``, and node outputs kept in registers for vector
+    stores; grouped kernels store each output where computed, to leave registers for more
+    warps)."""
     lo, hi = GROUPED_CODE_BYTES
     return lo <= code_bytes(program) <= hi
 

@@ -134,8 +134,8 @@ def kernel_key(paths: PathList, name: str, ctype: str) -> int:
 
 def _tuning(name: str, low: int, high: int) -> int:
     """Launch-shape override ``$JAX_MACE_SYMJIT_<name>`` clamped to ``[low, high]``; 0 (unset)
-    leaves the choice to the launcher (``cpp/mace/symjit.cc``: most resident warps, about four
-    waves of blocks)."""
+    leaves the choice to the launcher (``cpp/mace/symjit.cc``: most resident warps; at least two
+    loop steps per block, else about eight waves of blocks)."""
     env = os.environ.get(f"JAX_MACE_SYMJIT_{name}")
     return max(low, min(high, int(env))) if env else 0
 
