@@ -316,6 +316,34 @@ def test_gpu_many_nodes_one_species_and_vmap(cuda_backend):
     assert _rel(outb, refb) < 2e-5
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize(("n", "num_species"), [(1, 1), (1000, 89), (65537, 89), (5000, 9000)])
+def test_gpu_species_sort_groups_every_node_once(n, num_species):
+    """perm groups the nodes by species (out-of-range last), each node once; items cover each
+    species' run in chunks of <= 128 nodes, in order."""
+    import jax_mace
+    from jax_mace.symmetric_contraction import cuda as cu
+
+    assert jax_mace.cuda_status().has("jaxk_symcon_sort")  # loads and registers the targets
+    rng = np.random.default_rng(n)
+    species = rng.integers(-2, num_species + 2, n).astype(np.int32)
+    species[: min(n, 300)] = 0  # a long run of one species
+    perm, items, nitems = jax.jit(cu._sort, static_argnums=1)(jnp.asarray(species), num_species)
+    perm, items, count = np.asarray(perm), np.asarray(items), int(nitems[0])
+    assert np.array_equal(np.sort(perm), np.arange(n))
+    valid = (species >= 0) & (species < num_species)
+    bucket = np.where(valid, species, num_species)
+    assert np.all(np.diff(bucket[perm]) >= 0)  # grouped by bucket, out-of-range last
+    items = items[:count]
+    assert items[0, 1] == 0 and np.all(items[1:, 1] == items[:-1, 1] + items[:-1, 2])
+    assert items[-1, 1] + items[-1, 2] == n and np.all((items[:, 2] >= 1) & (items[:, 2] <= 128))
+    for s_item, start, size, _ in items:
+        want = s_item if s_item >= 0 else num_species
+        assert np.all(bucket[perm[start : start + size]] == want)
+    expected = sum(-(-c // 128) for c in np.bincount(bucket, minlength=num_species + 1) if c)
+    assert count == expected
+
+
 def _clusters(rng, n_graph, atoms, r_max=5.0, num_species=89):
     """Small random non-periodic structures as padded-batch input."""
     from jax_mace.data.synthetic import random_cluster
@@ -363,15 +391,24 @@ def test_gpu_mace_force_training_step_matches_reference(backend):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    ("grouped", "groups", "chunk", "sync"),
-    [(True, 0, 0, 1), (True, 3, 5, 2), (True, 2, 1, 0), (False, 1, 3, 1), (False, 0, 128, 1)],
+    ("grouped", "groups", "chunk", "sync", "inline"),
+    [
+        (True, 0, 0, 1, False),
+        (True, 3, 5, 2, True),
+        (True, 2, 1, 0, False),
+        (False, 1, 3, 1, True),
+        (False, 0, 128, 1, False),
+        (False, 0, 0, 1, True),
+    ],
 )
-def test_gpu_launch_shapes_match_reference(monkeypatch, grouped, groups, chunk, sync):
-    """Every launch shape (groups per block, nodes per block, barriers) gives the reference's
+def test_gpu_launch_shapes_match_reference(monkeypatch, grouped, groups, chunk, sync, inline):
+    """Every launch shape (groups per block, nodes per block, barriers) and both code forms
+    (inlined output functions with species sums in registers, or calls) give the reference's
     values and first and second derivatives; odd node counts leave groups partly empty."""
     from jax_mace.symmetric_contraction import codegen, jit
 
     monkeypatch.setattr(codegen, "grouped", lambda program: grouped)
+    monkeypatch.setattr(codegen, "inlined", lambda program: inline)
     monkeypatch.setattr(codegen, "SYNC_LEVEL", sync)
     monkeypatch.setenv("JAX_MACE_SYMJIT_GROUPS", str(groups) if groups else "")
     monkeypatch.setenv("JAX_MACE_SYMJIT_CHUNK", str(chunk) if chunk else "")
@@ -398,6 +435,29 @@ def test_gpu_launch_shapes_match_reference(monkeypatch, grouped, groups, chunk, 
     finally:
         jit.kernel_key.cache_clear()
         jax.clear_caches()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_unsorted_forward_equals_sorted_forward(monkeypatch, dtype):
+    """The forward on nodes in their own order (no sort) gives the sorted kernel's numbers
+    bit for bit, zeros for species outside [0, S), on a partial last chunk and channel block."""
+    from jax_mace.symmetric_contraction import codegen, jit
+
+    paths = _paths(*MP["M"])
+    with jax.enable_x64(dtype == np.float64):
+        x, w, sp = _inputs(paths, n=1001, c=136, s=6, dtype=dtype, seed=8, pad=9)
+        sp = sp.at[:4].set(jnp.array([-1, 6, 99, -7], jnp.int32))
+        outs = []
+        for unsorted in (True, False):
+            monkeypatch.setattr(codegen, "UNSORTED_FORWARD", unsorted)
+            jax.clear_caches()
+            assert codegen.unsorted_capable(jit.programs(paths)["fwd"]) is unsorted
+            outs.append(np.asarray(jax.jit(_cuda, static_argnums=3)(x, w, sp, paths)))
+        jax.clear_caches()
+        assert np.array_equal(outs[0], outs[1])
+        assert np.all(outs[0][:4] == 0)
+        assert _rel(outs[0], _ref(x, w, sp, paths)) < (1e-11 if dtype == np.float64 else 2e-5)
 
 
 @pytest.mark.gpu

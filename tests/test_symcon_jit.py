@@ -147,10 +147,26 @@ def test_grouped_kernels_by_code_size(monkeypatch):
         assert (f"[row0 * {m} + 0] = o0_0.v[0];" in src) is grouped
 
 
+def test_inlined_kernels_by_code_size(monkeypatch):
+    paths = _paths(*CASES[0])
+    prog = poly.programs(paths)["bwd"]
+    monkeypatch.setattr(codegen, "INLINE_CODE_BYTES", codegen.code_bytes(prog))
+    assert codegen.inlined(prog)
+    src = codegen.generate(prog, "float")
+    assert "__noinline__" not in src and "__forceinline__" in src
+    assert "sacc0_0 = 0;" in src and "sacc0_0 += v.v[0]" in src
+    monkeypatch.setattr(codegen, "INLINE_CODE_BYTES", codegen.code_bytes(prog) - 1)
+    assert not codegen.inlined(prog)
+    src = codegen.generate(prog, "float")
+    assert "__forceinline__" not in src and "sacc" not in src
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
-def test_generated_source_compiles_for_sm90a_grouped(tmp_path, monkeypatch):
+@pytest.mark.parametrize("inline", [False, True])
+def test_generated_source_compiles_for_sm90a_grouped(tmp_path, monkeypatch, inline):
     paths = _paths(*CASES[0])
     monkeypatch.setattr(codegen, "grouped", lambda p: True)
+    monkeypatch.setattr(codegen, "inlined", lambda p: inline)
     for name, prog in poly.programs(paths).items():
         src = tmp_path / f"{name}.cu"
         src.write_text(codegen.generate(prog, "float"))
@@ -166,9 +182,12 @@ def test_generated_source_compiles_for_sm90a_grouped(tmp_path, monkeypatch):
 @pytest.mark.parametrize("ctype", ["float", "double"])
 def test_generated_source_compiles_for_sm90a(tmp_path, ctype):
     paths = _paths(*CASES[0])
-    for name, prog in poly.programs(paths).items():
+    sources = {name: codegen.generate(p, ctype) for name, p in poly.programs(paths).items()}
+    if codegen.unsorted_capable(poly.programs(paths)["fwd"]):
+        sources["fwd_unsorted"] = codegen.generate(poly.programs(paths)["fwd"], ctype, False)
+    for name, text in sources.items():
         src = tmp_path / f"{name}.cu"
-        src.write_text(codegen.generate(prog, ctype))
+        src.write_text(text)
         run = subprocess.run(
             [
                 "nvcc",
@@ -187,6 +206,43 @@ def test_generated_source_compiles_for_sm90a(tmp_path, ctype):
         assert "spill stores" in run.stderr
 
 
+def test_forward_alone_runs_without_the_species_sort(monkeypatch):
+    """A forward-only call launches the unsorted forward kernel (species as `perm`, no sort);
+    the sort appears once the contraction is differentiated."""
+    from jax_mace.symmetric_contraction import jit
+
+    monkeypatch.setattr(jit, "unavailable_reason", lambda *a: None)
+    monkeypatch.setattr(jit, "kernel_key", lambda paths, name, ctype, *_: 77)
+    paths = _paths(*CASES[0])
+    assert codegen.unsorted_capable(poly.programs(paths)["fwd"]) == (codegen.NODES_PER_CALL == 1)
+    x = jnp.ones((10, 4, paths.num_in))
+    w = jnp.ones((3, paths.num_weights, 4))
+    sp = jnp.zeros((10,), jnp.int32)
+
+    def lower(fn):
+        return jax.jit(fn).trace(x, w).lower(lowering_platforms=("cuda",)).as_text()
+
+    forward = lower(lambda a, b: jit.symmetric_contraction_jit(a, b, sp, paths))
+    assert "jaxk_symjit" in forward and "by_species = 0" in forward
+    assert "jaxk_symcon_sort" not in forward
+    grad = lower(jax.grad(lambda a, b: jnp.sum(jit.symmetric_contraction_jit(a, b, sp, paths))))
+    assert "jaxk_symcon_sort" in grad and "by_species = 1" in grad
+
+
+def test_unsorted_kernels_only_for_programs_without_species_outputs(monkeypatch):
+    paths = _paths(*CASES[0])
+    progs = poly.programs(paths)
+    monkeypatch.setattr(codegen, "UNSORTED_FORWARD", False)
+    assert not codegen.unsorted_capable(progs["fwd"])
+    monkeypatch.undo()
+    assert not any(codegen.unsorted_capable(progs[name]) for name in ("bwd", "bwd2"))
+    with pytest.raises(ValueError, match="cannot run on unsorted nodes"):
+        codegen.generate(progs["bwd"], "float", by_species=False)
+    if codegen.NODES_PER_CALL == 1:
+        src = codegen.generate(progs["fwd"], "float", by_species=False)
+        assert "a.perm[i]" in src and "a.items" not in src and "unsorted" in src
+
+
 def test_unknown_backend_is_rejected():
     paths = _paths(*CASES[3])
     x = jnp.ones((2, 1, paths.num_in))
@@ -200,7 +256,7 @@ def test_force_loss_gradient_lowers_to_three_specialised_kernels(monkeypatch):
     from jax_mace.symmetric_contraction import jit
 
     monkeypatch.setattr(jit, "unavailable_reason", lambda *a: None)
-    monkeypatch.setattr(jit, "kernel_key", lambda paths, name, ctype: hash(name) & 0xFFFF)
+    monkeypatch.setattr(jit, "kernel_key", lambda paths, name, ctype, *_: hash(name) & 0xFFFF)
     paths = _paths(*CASES[0])
     x = jnp.ones((10, 4, paths.num_in))
     w = jnp.ones((3, paths.num_weights, 4))

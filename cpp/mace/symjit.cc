@@ -41,6 +41,7 @@ struct Driver {
   decltype(&cuDeviceGet) device_get = nullptr;
   decltype(&cuKernelGetFunction) kernel_function = nullptr;
   decltype(&cuOccupancyMaxActiveBlocksPerMultiprocessor) occupancy = nullptr;
+  decltype(&cuFuncGetAttribute) function_attribute = nullptr;
   std::string error;
 };
 
@@ -63,7 +64,8 @@ const Driver& GetDriver() {
            Entry("cuKernelSetAttribute", &d->kernel_attribute, e) &&
            Entry("cuDeviceGet", &d->device_get, e) &&
            Entry("cuKernelGetFunction", &d->kernel_function, e) &&
-           Entry("cuOccupancyMaxActiveBlocksPerMultiprocessor", &d->occupancy, e));
+           Entry("cuOccupancyMaxActiveBlocksPerMultiprocessor", &d->occupancy, e) &&
+           Entry("cuFuncGetAttribute", &d->function_attribute, e));
     return d;
   }();
   return *driver;
@@ -131,12 +133,18 @@ ffi::Error KernelOccupancy(uint64_t key, CUkernel kernel, int64_t smem_per_group
   if (rc != CUDA_SUCCESS) {
     return ffi::Error::Internal("jaxk_symjit: " + DriverError("cuKernelGetFunction", rc));
   }
+  // The occupancy query does not check the kernel's own limit (__launch_bounds__).
+  int max_threads = 0;
+  rc = driver.function_attribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fn);
+  if (rc != CUDA_SUCCESS) {
+    return ffi::Error::Internal("jaxk_symjit: " + DriverError("cuFuncGetAttribute", rc));
+  }
   for (int g = 1; g <= kMaxGroups; ++g) {
     const int64_t bytes = g * smem_per_group;
     int blocks = 0;
-    const bool fits =
-        bytes <= optin && driver.occupancy(&blocks, fn, g * kBlockThreads,
-                                           static_cast<size_t>(bytes)) == CUDA_SUCCESS;
+    const bool fits = g * kBlockThreads <= max_threads && bytes <= optin &&
+                      driver.occupancy(&blocks, fn, g * kBlockThreads,
+                                       static_cast<size_t>(bytes)) == CUDA_SUCCESS;
     occ.blocks[g] = fits ? blocks : 0;
   }
   per_device[ordinal] = occ;
@@ -182,8 +190,8 @@ ffi::Error LaunchImpl(cudaStream_t stream, ffi::Buffer<ffi::S32> perm, ffi::Buff
                       ffi::AnyBuffer nin2, ffi::AnyBuffer sin0, ffi::AnyBuffer sin1,
                       ffi::Result<ffi::AnyBuffer> nout0, ffi::Result<ffi::AnyBuffer> nout1,
                       ffi::Result<ffi::AnyBuffer> sout0, ffi::Result<ffi::AnyBuffer> sout1,
-                      int64_t key, int64_t chunk, int64_t groups, int64_t nodes_per_call,
-                      int64_t smem, ffi::Span<const int64_t> nin_widths,
+                      int64_t key, int64_t by_species, int64_t chunk, int64_t groups,
+                      int64_t nodes_per_call, int64_t smem, ffi::Span<const int64_t> nin_widths,
                       ffi::Span<const int64_t> sin_widths, ffi::Span<const int64_t> nout_widths,
                       ffi::Span<const int64_t> sout_widths) {
   CUkernel kernel = nullptr;
@@ -211,9 +219,14 @@ ffi::Error LaunchImpl(cudaStream_t stream, ffi::Buffer<ffi::S32> perm, ffi::Buff
   if (d0.size() != 3) return Fail("node arrays must be [N, C, k]");
   const int64_t n = d0[0], c = d0[1];
   const auto id = items.dimensions();
+  // by_species: perm / items / nitems are the species sort; else perm holds each node's
+  // species and the kernel walks the nodes in their own order (items and nitems unused).
   if (perm.element_count() != static_cast<size_t>(n) || id.size() != 2 || id[1] != 4 ||
       nitems.element_count() != 1) {
     return Fail("perm [N], items [I, 4] and nitems [1] expected");
+  }
+  if (!by_species && sout_widths.size() > 0) {
+    return Fail("species outputs need the nodes sorted by species (by_species=1)");
   }
   int64_t s = -1;
   SymjitArgs args = {};
@@ -265,14 +278,16 @@ ffi::Error LaunchImpl(cudaStream_t stream, ffi::Buffer<ffi::S32> perm, ffi::Buff
                            : "the kernel does not fit on this GPU (registers or shared memory)");
   }
   args.chunk = shape.chunk;
-  const unsigned gy = static_cast<unsigned>((128 + shape.chunk - 1) / shape.chunk);  // items <= 128
+  // by species: x = work item, y = chunk of the item (items <= 128 nodes); else x = chunk.
+  const int64_t gx = by_species ? id[0] : (n + shape.chunk - 1) / shape.chunk;
+  const unsigned gy = by_species ? static_cast<unsigned>((128 + shape.chunk - 1) / shape.chunk) : 1;
   const unsigned gz = static_cast<unsigned>((c + kBlockThreads - 1) / kBlockThreads);
   const Driver& driver = GetDriver();
   void* params[] = {&args};
-  const CUresult rc = driver.launch(
-      reinterpret_cast<CUfunction>(kernel), static_cast<unsigned>(id[0]), gy, gz, kBlockThreads,
-      static_cast<unsigned>(shape.groups), 1, static_cast<unsigned>(shape.groups * smem),
-      reinterpret_cast<CUstream>(stream), params, nullptr);
+  const CUresult rc = driver.launch(reinterpret_cast<CUfunction>(kernel), static_cast<unsigned>(gx),
+                                    gy, gz, kBlockThreads, static_cast<unsigned>(shape.groups), 1,
+                                    static_cast<unsigned>(shape.groups * smem),
+                                    reinterpret_cast<CUstream>(stream), params, nullptr);
   if (rc != CUDA_SUCCESS) return ffi::Error::Internal("jaxk_symjit: " + DriverError("launch", rc));
   return ffi::Error::Success();
 }
@@ -321,8 +336,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SymjitLaunch, LaunchImpl,
                                   .Ret<ffi::AnyBuffer>()  // species outputs
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("key")
-                                  .Attr<int64_t>("chunk")   // nodes per block, 0: auto
-                                  .Attr<int64_t>("groups")  // blockDim.y, 0: auto
+                                  .Attr<int64_t>("by_species")  // 0: perm = species
+                                  .Attr<int64_t>("chunk")       // nodes per block, 0: auto
+                                  .Attr<int64_t>("groups")      // blockDim.y, 0: auto
                                   .Attr<int64_t>("nodes_per_call")
                                   .Attr<int64_t>("smem")  // bytes per group
                                   .Attr<ffi::Span<const int64_t>>("nin_widths")

@@ -13,17 +13,20 @@ nodes at a time: it copies the node rows (vector loads; lanes are channels, so a
 values is 64 contiguous bytes per lane) into its own shared-memory columns, then calls one
 non-inlined function per output; a function reads the node values it needs from those columns
 and the species values (weights) of its channel from global memory (L1), where they are used.
+Short programs (``INLINE_CODE_BYTES``) inline those functions instead.
 
-The code is long and straight-line (85 KB for MACE-MP-L's forward, about 280 KB for its
-backward), so instruction fetch, not arithmetic, limits it when the warps of a multiprocessor
-run different parts of it (Nsight Compute, H100, MP-L forward with one 4-warp block per chunk:
-~40% of stall cycles waiting for an instruction). Blocks of several groups with a barrier per
-loop step (``JAX_MACE_SYMJIT_SYNC=1``, the default; 2 adds one after every output call, 0 none)
-leave few distinct instruction streams per multiprocessor.
+The code is long and straight-line (at two nodes per call, 85 KB for MACE-MP-L's forward and
+about 280 KB for its backward), so instruction fetch, not arithmetic, limits it when the warps of
+a multiprocessor run different parts of it (Nsight Compute, H100, MP-L forward with one 4-warp
+block per chunk: ~40% of stall cycles waiting for an instruction). Blocks of several groups with
+a barrier per loop step (``JAX_MACE_SYMJIT_SYNC=1``, the default; 2 adds one after every output
+call, 0 none) leave few distinct instruction streams per multiprocessor.
 
-Node outputs are stored per node (vector stores); species outputs are summed in shared memory per
-group, summed over the groups at the end and added to the ``[S, m, C]`` outputs atomically
-(zeroed by the launcher).
+Node outputs are stored per node (vector stores); species outputs are summed per group (in
+registers when inlined, else in shared memory), summed over the groups at the end and added to
+the ``[S, m, C]`` outputs atomically (zeroed by the launcher). Tuning overrides, read at import:
+``JAX_MACE_SYMJIT_NODES``, ``_SYNC``, ``_GROUPED_KB``, ``_INLINE_KB``, ``_MIN_BLOCKS``,
+``_UNSORTED``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ from jax_mace.symmetric_contraction.polynomial import Poly, Program, decode
 KERNEL_NAME = "jaxk_symjit"
 BLOCK_THREADS = 128
 # Nodes evaluated together per output call (weights loaded once for all, independent chains).
-NODES_PER_CALL = int(os.environ.get("JAX_MACE_SYMJIT_NODES", "2"))
+# One node per call against two, H100: MACE-MP-L 3-8% faster, MACE-MP-M's forward+backward 11%
+# faster at 10k nodes and 2% slower at 50k (fewer registers, half the code; docs/symcon_cuda.md).
+NODES_PER_CALL = int(os.environ.get("JAX_MACE_SYMJIT_NODES", "1"))
 # Barriers that keep a block's warps on the same code: 0 none, 1 per loop step, 2 per output.
 SYNC_LEVEL = int(os.environ.get("JAX_MACE_SYMJIT_SYNC", "1"))
 MAX_NODE_ARRAYS = 3
@@ -211,6 +216,17 @@ def _stage_rows(program: Program, ctype: str, indent: str, r: int, row: str) -> 
     return lines
 
 
+def _species_rows(program: Program, ctype: str, indent: str, species: str) -> list[str]:
+    """Pointers ``srow<k>`` to this lane's values of species ``species`` in species array k."""
+    rows = [
+        f"{indent}const {ctype}* srow{arr} = static_cast<const {ctype}*>(a.sin[{arr}]) + "
+        f"static_cast<long long>({species}) * {w} * a.c + (lane ? c : 0);"
+        for arr, w in enumerate(program.species_in)
+    ]
+    missing = range(len(program.species_in), MAX_SPECIES_ARRAYS)
+    return rows + [f"{indent}const {ctype}* srow{arr} = nullptr;" for arr in missing]
+
+
 def _row_store(
     ctype: str, array: int, names: list[str], out: list[str], indent: str, row: str
 ) -> None:
@@ -235,12 +251,19 @@ _PARAMS = (
 _ARGS = "nv, srow0, srow1, cs"
 
 
-def _output_function(name: str, poly: Poly, program: Program, ctype: str) -> list[str]:
-    """A non-inlined function computing one output for both node sets (returned as a vector
-    pair). Inlined, the compiler interleaves and merges the outputs, keeps them all live and
-    spills (255 registers for MACE-MP-L's backward)."""
+def _output_function(
+    name: str, poly: Poly, program: Program, ctype: str, inline: bool = False
+) -> list[str]:
+    """A function computing one output for the ``NODES_PER_CALL`` node sets (returned as a
+    ``Vals`` vector).
+
+    Non-inlined for long programs: inlined, the compiler interleaves and merges the outputs,
+    keeps them all live and spills (255 registers for MACE-MP-L's backward). Short programs
+    (:func:`inlined`) inline them: no call overhead, node values read from shared memory once.
+    """
     vals = f"Vals<{ctype}, {NODES_PER_CALL}>"
-    lines = [f"__device__ __noinline__ {vals} {name}({_PARAMS.format(t=ctype)}) {{"]
+    kind = "__forceinline__" if inline else "__noinline__"
+    lines = [f"__device__ {kind} {vals} {name}({_PARAMS.format(t=ctype)}) {{"]
     for var in sorted({v for mono in poly for v in mono if not decode(v)[0]}):
         _, array, comp = decode(var)
         for r in range(NODES_PER_CALL):
@@ -253,10 +276,23 @@ def _output_function(name: str, poly: Poly, program: Program, ctype: str) -> lis
 
 
 # Code sizes (bytes, estimated) for which blocks of several lock-stepped groups won on H100:
-# MACE-MP-L's forward (~88 KB) ran 11% faster with 7 groups than with 1; smaller kernels, and
-# larger ones whose code cannot stay in the instruction cache anyway, ran faster with 1.
-GROUPED_CODE_BYTES = (64 * 1024, 100 * 1024)
+# MACE-MP-L's forward (42 KB at one node per call) ran 1-6% faster grouped; MACE-MP-M's
+# backward (57 KB) up to 17% slower. The window is fitted to those two points. Override for
+# tuning: JAX_MACE_SYMJIT_GROUPED_KB="lo,hi" (KB).
+GROUPED_CODE_BYTES = tuple(
+    1024 * int(v) for v in os.environ.get("JAX_MACE_SYMJIT_GROUPED_KB", "40,50").split(",")
+)
 CAPPED_CODE_BYTES = 320 * 1024
+# Programs up to this size inline their output functions and keep species sums in registers
+# (H100: MACE-MP-S's forward+backward 23-25% faster; MACE-MP-M's forward, 16 KB, 1-2% slower).
+INLINE_CODE_BYTES = 1024 * int(os.environ.get("JAX_MACE_SYMJIT_INLINE_KB", "12"))
+# Resident blocks asked of ptxas for one-group kernels (``__launch_bounds__``); 0: none.
+MIN_BLOCKS = int(os.environ.get("JAX_MACE_SYMJIT_MIN_BLOCKS", "4"))
+
+
+def inlined(program: Program) -> bool:
+    """Whether ``program``'s output functions are inlined (see :func:`_output_function`)."""
+    return code_bytes(program) <= INLINE_CODE_BYTES
 
 
 def grouped(program: Program) -> bool:
@@ -276,15 +312,36 @@ def code_bytes(program: Program) -> int:
     return 16 * NODES_PER_CALL * sum(build_trie(p).edges() for p in polys if p)
 
 
-def generate(program: Program, ctype: str) -> str:
+# Forward kernels on unsorted nodes where possible (JAX_MACE_SYMJIT_UNSORTED=0: always sort).
+UNSORTED_FORWARD = os.environ.get("JAX_MACE_SYMJIT_UNSORTED", "1") != "0"
+
+
+def unsorted_capable(program: Program) -> bool:
+    """Whether ``program`` can run on nodes in their own order (``generate(by_species=False)``):
+    no species outputs, one node per call (each node gathers its own species' weights), and
+    every node-output monomial holds a node value (so a node of a species outside ``[0, S)``,
+    evaluated on zeros, gets exact zeros)."""
+    if not UNSORTED_FORWARD or program.species_out or NODES_PER_CALL != 1:
+        return False
+    return all(
+        any(not decode(v)[0] for v in mono) for arr in program.node_out for p in arr for mono in p
+    )
+
+
+def generate(program: Program, ctype: str, by_species: bool = True) -> str:
     """CUDA C++ source (no includes) of the kernel :data:`KERNEL_NAME` for ``program``.
 
     Launch with ``blockDim = (BLOCK_THREADS, groups)`` and ``groups * smem_bytes(...)`` bytes of
     dynamic shared memory; every thread of a block must reach the barriers (none returns early
-    except where the whole block does).
+    except where the whole block does). ``by_species`` (the default): blocks walk the work items
+    of the species sort; else (:func:`unsorted_capable` programs only) block ``x`` owns nodes
+    ``[x * chunk, (x + 1) * chunk)`` in their own order and ``SymjitArgs::perm`` holds each
+    node's species: no sort needed.
     """
     if ctype not in ("float", "double"):
         raise ValueError(f"ctype must be 'float' or 'double', got {ctype!r}")
+    if not by_species and not unsorted_capable(program):
+        raise ValueError(f"program {program.name!r} cannot run on unsorted nodes")
     nin, sin = program.node_in, program.species_in
     nout = [len(a) for a in program.node_out]
     sout = [len(a) for a in program.species_out]
@@ -294,7 +351,10 @@ def generate(program: Program, ctype: str) -> str:
         raise ValueError("too many output arrays for the kernel argument block")
     t = ctype
     is_grouped = grouped(program)
+    is_inlined = inlined(program)
     functions: list[str] = []
+    acc_regs: list[str] = []  # inlined: species sums in registers, stored once at the end
+    acc_store: list[str] = []
     ind = "    "
     sync_call = [f"{ind}__syncthreads();"] if SYNC_LEVEL >= 2 else []
     # Node set r is node i + r of the chunk, or zeros past its end and in lanes past the last
@@ -303,7 +363,20 @@ def generate(program: Program, ctype: str) -> str:
     # barriers are reached by all.
     body = []
     nodes = sum(nin)
-    for r in range(NODES_PER_CALL):
+    if not by_species:  # one node per call: its species' weight rows, row = node * C + c
+        body += [
+            f"{ind}const bool has0 = act && i < hi;",
+            f"{ind}const int sp0 = has0 ? a.perm[i] : -1;",
+            f"{ind}const bool valid0 = sp0 >= 0 && sp0 < a.s;",
+            f"{ind}const long long row0 = has0 ? static_cast<long long>(i) * a.c + c : 0;",
+            *_species_rows(program, t, ind, "valid0 ? sp0 : 0"),
+            f"{ind}if (has0 && valid0) {{",
+            *_stage_rows(program, t, ind + "  ", 0, "row0"),
+            f"{ind}}} else {{",
+            f"{ind}  for (int j = 0; j < {nodes}; ++j) nv[j * {BLOCK_THREADS}] = 0;",
+            f"{ind}}}",
+        ]
+    for r in range(NODES_PER_CALL if by_species else 0):
         body += [
             f"{ind}const bool has{r} = act && i + {r} < hi;",
             f"{ind}const long long row{r} = has{r} ? "
@@ -324,7 +397,7 @@ def generate(program: Program, ctype: str) -> str:
                 names[r].append(f"o{arr}_{comp}.v[{r}]")
             fname = f"node_out{arr}_{comp}"
             if poly:
-                functions += _output_function(fname, poly, program, t)
+                functions += _output_function(fname, poly, program, t, is_inlined)
             body.append(
                 f"{ind}const {vals} o{arr}_{comp} = " + (f"{fname}({_ARGS});" if poly else "{};")
             )
@@ -346,12 +419,16 @@ def generate(program: Program, ctype: str) -> str:
             if not poly:
                 continue
             fname = f"species_out{arr}_{comp}"
-            functions += _output_function(fname, poly, program, t)
+            functions += _output_function(fname, poly, program, t, is_inlined)
             slot = _acc_slot(program, arr, comp)
             total = " + ".join(f"v.v[{r}]" for r in range(NODES_PER_CALL))
+            target = f"sacc{arr}_{comp}" if is_inlined else f"nv[{slot * BLOCK_THREADS}]"
             body.append(f"{ind}{{ const {vals} v = {fname}({_ARGS});")
-            body.append(f"{ind}  nv[{slot * BLOCK_THREADS}] += {total}; }}")
+            body.append(f"{ind}  {target} += {total}; }}")
             body += sync_call
+            if is_inlined:
+                acc_regs.append(f"  {t} sacc{arr}_{comp} = 0;")
+                acc_store.append(f"  nv[{slot * BLOCK_THREADS}] = sacc{arr}_{comp};")
     if SYNC_LEVEL == 1:
         body.append(f"{ind}__syncthreads();")
 
@@ -379,29 +456,16 @@ def generate(program: Program, ctype: str) -> str:
                 f"    atomicAdd(static_cast<{t}*>(a.sout[{arr}]) + "
                 f"(static_cast<long long>(s) * {w} + {i}) * a.c + c, sum); }}",
             ]
-    srows = [
-        f"  const {t}* srow{arr} = static_cast<const {t}*>(a.sin[{arr}]) + "
-        f"static_cast<long long>(s) * {w} * a.c + (lane ? c : 0);"
-        for arr, w in enumerate(sin)
-    ] + [f"  const {t}* srow{arr} = nullptr;" for arr in range(len(sin), MAX_SPECIES_ARRAYS)]
+    srows = _species_rows(program, t, "  ", "s")
     # Ungrouped kernels ask for >= 4 resident blocks (<= 128 registers): left free, ptxas gave
     # MACE-MP-L's backward 168 registers (3 blocks) where 128 fit without spilling; the
     # second-derivative kernels above CAPPED_CODE_BYTES spill heavily when capped.
-    min_blocks = ", 4" if code_bytes(program) <= CAPPED_CODE_BYTES else ""
+    capped = MIN_BLOCKS > 0 and code_bytes(program) <= CAPPED_CODE_BYTES
+    min_blocks = f", {MIN_BLOCKS}" if capped else ""
     bounds = f"__launch_bounds__({BLOCK_THREADS}{min_blocks}) "
-    src = [
-        f"// Generated by jax_mace.symmetric_contraction.codegen: program {program.name}, {t}.",
-        ARGS_STRUCT,
-        *functions,
-        f'extern "C" __global__ void {"" if is_grouped else bounds}{KERNEL_NAME}('
-        "const __grid_constant__ SymjitArgs a) {",
-        f"  extern __shared__ {t} smem_values[];",
-        "  const int groups = blockDim.y;",
-        f"  {t}* nv = smem_values + threadIdx.y * {group_stride} + threadIdx.x;  // own column",
+    prologue = [
         "  const int item = blockIdx.x;",
         "  if (item >= *a.nitems) return;",
-        f"  const int c = blockIdx.z * {BLOCK_THREADS} + threadIdx.x;",
-        "  const bool lane = c < a.c;",
         "  const int s = a.items[4 * item + 0];",
         "  const int start = a.items[4 * item + 1];",
         "  const int count = a.items[4 * item + 2];",
@@ -416,15 +480,37 @@ def generate(program: Program, ctype: str) -> str:
         "    }",
         "    return;",
         "  }",
+    ]
+    unsorted_prologue = [
+        "  const int lo = blockIdx.x * a.chunk;",
+        "  if (lo >= a.n) return;",
+        "  const int hi = min(a.n, lo + a.chunk);",
+    ]
+    order = "by species" if by_species else "unsorted"
+    src = [
+        f"// Generated by jax_mace.symmetric_contraction.codegen: program {program.name}, {t}, "
+        f"{order}.",
+        ARGS_STRUCT,
+        *functions,
+        f'extern "C" __global__ void {"" if is_grouped else bounds}{KERNEL_NAME}('
+        "const __grid_constant__ SymjitArgs a) {",
+        f"  extern __shared__ {t} smem_values[];",
+        "  const int groups = blockDim.y;",
+        f"  {t}* nv = smem_values + threadIdx.y * {group_stride} + threadIdx.x;  // own column",
+        f"  const int c = blockIdx.z * {BLOCK_THREADS} + threadIdx.x;",
+        "  const bool lane = c < a.c;",
+        *(prologue if by_species else unsorted_prologue),
         "  const long long cs = a.c;",
-        *srows,
-        *(acc_zero if nacc else []),
+        *(srows if by_species else []),
+        *(acc_zero if nacc and not is_inlined else []),
+        *acc_regs,
         "#pragma unroll 1",
         f"  for (int base = lo; base < hi; base += groups * {NODES_PER_CALL}) {{",
         f"    const int i = base + threadIdx.y * {NODES_PER_CALL};",
         "    const bool act = lane && i < hi;",
         *body,
         "  }",
+        *acc_store,
         *(acc_flush if nacc else []),
         "}",
         "",

@@ -184,17 +184,22 @@ def _backward_bwd(paths, res, cts):
 _backward.defvjp(_backward_fwd, _backward_bwd)
 
 
-def sorted_inputs(x, weights, species, paths: PathList, reason: str | None):
-    """Shared prologue of the CUDA backends: check shapes, refuse with ``reason`` (if any), and
-    sort the nodes by species. Returns ``(perm, items, nitems)``, or ``None`` when the result is
-    empty (no nodes, channels or species)."""
+def checked_inputs(x, weights, species, paths: PathList, reason: str | None) -> bool:
+    """Shared prologue of the CUDA backends: check shapes and refuse with ``reason`` (if any).
+    Returns whether there is work (nodes, channels and species)."""
     from jax_mace.symmetric_contraction.reference import _check_shapes
 
     _check_shapes(x, weights, species, paths)
     if reason is not None:
         raise RuntimeError(reason)
     n, c, _ = x.shape
-    if n == 0 or c == 0 or weights.shape[0] == 0:
+    return n > 0 and c > 0 and weights.shape[0] > 0
+
+
+def sorted_inputs(x, weights, species, paths: PathList, reason: str | None):
+    """:func:`checked_inputs`, then the nodes sorted by species: ``(perm, items, nitems)``, or
+    ``None`` when the result is empty (no nodes, channels or species)."""
+    if not checked_inputs(x, weights, species, paths, reason):
         return None
     return _sort(species, weights.shape[0])
 

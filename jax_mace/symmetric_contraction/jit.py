@@ -12,7 +12,9 @@ per machine and new irreps never need a rebuild of the package. The C++ side
 Differentiation: ``_contract`` (program ``fwd``) has a custom VJP that runs ``_contract_vjp``
 (program ``bwd``: ``gx`` and the weight gradient ``gW``), whose own custom VJP runs ``bwd2``; so
 ``jax.grad`` of a loss on forces (a second derivative) runs on these kernels. A third derivative
-is not supported. Nodes are sorted by species inside (the engine's counting sort).
+is not supported. The forward runs on the nodes in the caller's order (each node gathers its
+species' weights); the backward programs, which sum weight gradients per species, run on nodes
+sorted by species inside (the engine's counting sort, done in the forward rule of the VJP).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_mace.symmetric_contraction import codegen
+from jax_mace.symmetric_contraction.cuda import _sort
 from jax_mace.symmetric_contraction.paths import PathList
 from jax_mace.symmetric_contraction.polynomial import programs
 
@@ -107,13 +110,14 @@ def compile_cubin(source: str, arch: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=256)
-def kernel_key(paths: PathList, name: str, ctype: str) -> int:
-    """Key of the loaded kernel for program ``name`` of ``paths`` (compiled/loaded on demand)."""
+def kernel_key(paths: PathList, name: str, ctype: str, by_species: bool = True) -> int:
+    """Key of the loaded kernel for program ``name`` of ``paths`` (compiled/loaded on demand);
+    ``by_species=False``: the variant that runs on unsorted nodes (``codegen.generate``)."""
     import importlib
 
     module = importlib.import_module("jax_mace._mace_cuda")
     arch = gpu_arch()
-    source = codegen.generate(programs(paths)[name], ctype)
+    source = codegen.generate(programs(paths)[name], ctype, by_species)
     key = codegen.source_key(f"{arch}\n{source}")
     if module.symjit_registered(key):
         return key
@@ -141,11 +145,16 @@ def _tuning(name: str, low: int, high: int) -> int:
 
 
 def _launch(paths: PathList, name: str, node_in, species_in, sort):
-    """Run program ``name``: returns ``(node outputs, species outputs)`` as lists."""
+    """Run program ``name``: returns ``(node outputs, species outputs)`` as lists. ``sort`` is
+    ``(perm, items, nitems)`` of the species sort, or ``(species,)``: nodes in their own order
+    (programs that are ``codegen.unsorted_capable`` only)."""
     prog = programs(paths)[name]
     dtype = node_in[0].dtype
     ctype = "float" if dtype == jnp.float32 else "double"
-    key = kernel_key(paths, name, ctype)
+    by_species = len(sort) == 3
+    if not by_species:  # perm carries the species; items and nitems are unused
+        sort = (sort[0].astype(jnp.int32), jnp.zeros((1, 4), jnp.int32), jnp.zeros(1, jnp.int32))
+    key = kernel_key(paths, name, ctype, by_species)
     n, c = node_in[0].shape[:2]
     s = species_in[0].shape[0]
     nout = [len(a) for a in prog.node_out]
@@ -161,6 +170,7 @@ def _launch(paths: PathList, name: str, node_in, species_in, sort):
         *node_args,
         *species_args,
         key=np.int64(key),
+        by_species=np.int64(by_species),
         chunk=np.int64(_tuning("CHUNK", 1, 128)),
         groups=np.int64(_tuning("GROUPS", 1, 8) or (0 if codegen.grouped(prog) else 1)),
         nodes_per_call=np.int64(codegen.NODES_PER_CALL),
@@ -173,20 +183,32 @@ def _launch(paths: PathList, name: str, node_in, species_in, sort):
     return list(outs[: len(nout)]), list(outs[2 : 2 + len(sout)])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _contract(paths, x, w, perm, items, nitems):
-    (out,), _ = _launch(paths, "fwd", [x], [w], (perm, items, nitems))
+def _forward(paths: PathList, x, w, species):
+    """The ``fwd`` program: on the nodes in their own order when it can (no species sort;
+    ``codegen.unsorted_capable``), else through the sort."""
+    if codegen.unsorted_capable(programs(paths)["fwd"]):
+        (out,), _ = _launch(paths, "fwd", [x], [w], (species,))
+    else:
+        (out,), _ = _launch(paths, "fwd", [x], [w], _sort(species, w.shape[0]))
     return out
 
 
-def _contract_fwd(paths, x, w, perm, items, nitems):
-    return _contract(paths, x, w, perm, items, nitems), (x, w, perm, items, nitems)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _contract(paths, x, w, species):
+    return _forward(paths, x, w, species)
+
+
+def _contract_fwd(paths, x, w, species):
+    # The species sort is needed only by the backward programs (species outputs). The output
+    # goes through `_contract` itself, so that differentiating this rule (second derivatives)
+    # uses the custom VJP again.
+    return _contract(paths, x, w, species), (x, w, *_sort(species, w.shape[0]))
 
 
 def _contract_bwd(paths, res, g):
     x, w, perm, items, nitems = res
     gx, gw = _contract_vjp(paths, x, w, g, perm, items, nitems)
-    return gx, gw, None, None, None
+    return gx, gw, None
 
 
 _contract.defvjp(_contract_fwd, _contract_bwd)
@@ -227,9 +249,8 @@ def symmetric_contraction_jit(
     Returns:
         ``[N, C, M]`` in ``x.dtype``.
     """
-    from jax_mace.symmetric_contraction.cuda import sorted_inputs
+    from jax_mace.symmetric_contraction.cuda import checked_inputs
 
-    sort = sorted_inputs(x, weights, species, paths, unavailable_reason(x, paths))
-    if sort is None:
+    if not checked_inputs(x, weights, species, paths, unavailable_reason(x, paths)):
         return jnp.zeros((*x.shape[:2], paths.num_out), x.dtype)
-    return _contract(paths, x, weights.astype(x.dtype), *sort)
+    return _contract(paths, x, weights.astype(x.dtype), species.astype(jnp.int32))
