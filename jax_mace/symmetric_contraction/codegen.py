@@ -365,7 +365,7 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
     nodes = sum(nin)
     if not by_species:  # one node per call: its species' weight rows, row = node * C + c
         body += [
-            f"{ind}const bool has0 = act && i < hi;",
+            f"{ind}const bool has0 = act;",
             f"{ind}const int sp0 = has0 ? a.perm[i] : -1;",
             f"{ind}const bool valid0 = sp0 >= 0 && sp0 < a.s;",
             f"{ind}const long long row0 = has0 ? static_cast<long long>(i) * a.c + c : 0;",

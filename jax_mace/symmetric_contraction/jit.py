@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_mace.symmetric_contraction import codegen
-from jax_mace.symmetric_contraction.cuda import _sort
+from jax_mace.symmetric_contraction.cuda import _sort, checked_inputs
 from jax_mace.symmetric_contraction.paths import PathList
 from jax_mace.symmetric_contraction.polynomial import programs
 
@@ -249,8 +249,6 @@ def symmetric_contraction_jit(
     Returns:
         ``[N, C, M]`` in ``x.dtype``.
     """
-    from jax_mace.symmetric_contraction.cuda import checked_inputs
-
     if not checked_inputs(x, weights, species, paths, unavailable_reason(x, paths)):
         return jnp.zeros((*x.shape[:2], paths.num_out), x.dtype)
     return _contract(paths, x, weights.astype(x.dtype), species.astype(jnp.int32))
