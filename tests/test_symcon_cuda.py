@@ -409,6 +409,7 @@ def test_gpu_launch_shapes_match_reference(monkeypatch, grouped, groups, chunk, 
 
     monkeypatch.setattr(codegen, "grouped", lambda program: grouped)
     monkeypatch.setattr(codegen, "inlined", lambda program: inline)
+    monkeypatch.setattr(codegen, "sweep_inlined", lambda program: inline)
     monkeypatch.setattr(codegen, "SYNC_LEVEL", sync)
     monkeypatch.setenv("JAX_MACE_SYMJIT_GROUPS", str(groups) if groups else "")
     monkeypatch.setenv("JAX_MACE_SYMJIT_CHUNK", str(chunk) if chunk else "")
@@ -458,6 +459,35 @@ def test_gpu_unsorted_forward_equals_sorted_forward(monkeypatch, dtype):
         assert np.array_equal(outs[0], outs[1])
         assert np.all(outs[0][:4] == 0)
         assert _rel(outs[0], _ref(x, w, sp, paths)) < (1e-11 if dtype == np.float64 else 2e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_reverse_sweep_backward_equals_polynomial_backward(monkeypatch, dtype):
+    """The backward with gx as a reverse sweep over the forward's monomial trie gives the
+    derivative-polynomial kernel's gradients (same sums in another order), zero gradients for
+    nodes of species outside [0, S), on a partial last chunk and channel block."""
+    from jax_mace.symmetric_contraction import codegen, jit
+
+    monkeypatch.setattr(codegen, "NODES_PER_CALL", 1)
+    paths = _paths(*MP["L"])
+    with jax.enable_x64(dtype == np.float64):
+        x, w, sp = _inputs(paths, n=1001, c=136, s=6, dtype=dtype, seed=9, pad=9)
+        sp = sp.at[:4].set(jnp.array([-1, 6, 99, -7], jnp.int32))
+        g = jnp.asarray(np.random.default_rng(1).normal(size=(1001, 136, paths.num_out)), dtype)
+        grads = []
+        for sweep in (True, False):
+            monkeypatch.setattr(codegen, "SWEEP", sweep)
+            jit.kernel_key.cache_clear()  # the source depends on SWEEP
+            jax.clear_caches()
+            assert codegen.swept(jit.programs(paths)["bwd"]) is sweep
+            vjp = jax.jit(lambda x_, w_: jax.vjp(lambda a, b: _cuda(a, b, sp, paths), x_, w_)[1](g))
+            grads.append([np.asarray(v) for v in vjp(x, w)])
+        jit.kernel_key.cache_clear()
+        jax.clear_caches()
+        tol = 1e-12 if dtype == np.float64 else 2e-6
+        assert _rel(grads[0][0], grads[1][0]) < tol and _rel(grads[0][1], grads[1][1]) < tol
+        assert np.all(grads[0][0][:4] == 0)
 
 
 @pytest.mark.gpu

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_mace.symmetric_contraction import codegen
+from jax_mace.symmetric_contraction import codegen, reverse_sweep
 from jax_mace.symmetric_contraction import polynomial as poly
 from jax_mace.symmetric_contraction.dispatch import contract
 from jax_mace.symmetric_contraction.paths import build_path_list
@@ -113,6 +113,74 @@ def test_horner_tries_equal_the_polynomials(case):
                     assert trie.edges() <= sum(len(mono) for mono in p)
 
 
+@pytest.mark.parametrize("case", CASES + [(LMAX3, "0e+1o+2e", 3)])
+def test_reverse_sweep_equals_the_derivative_polynomials(case):
+    """The backward's gx as a reverse sweep over the forward's monomial trie (NumPy meaning of
+    the steps the kernel runs) equals the 16 derivative polynomials it replaces."""
+    paths = _paths(*case)
+    bwd = poly.programs(paths)["bwd"]
+    rng = np.random.default_rng(len(case[1]))
+    values: dict[int, np.ndarray] = {}
+
+    def value(var):
+        if var not in values:
+            values[var] = rng.normal(size=7)
+        return values[var]
+
+    gx = reverse_sweep.evaluate(bwd, value, paths.num_in)
+    for comp, p in enumerate(bwd.node_out[0]):
+        direct = sum((c * np.prod([value(v) for v in m], axis=0) for m, c in p.items()), 0.0)
+        np.testing.assert_allclose(gx[comp], direct, rtol=1e-10, atol=1e-10)
+    functions = reverse_sweep.plan(bwd)
+    assert [f.first for f in functions] == sorted({f.first for f in functions})
+    assert all(set(f.touched) <= set(range(paths.num_in)) for f in functions)
+
+
+def test_sweep_only_where_it_is_cheaper(monkeypatch):
+    monkeypatch.setattr(codegen, "NODES_PER_CALL", 1)
+    large = poly.programs(_paths(LMAX3, "0e+1o+2e", 3))
+    small = poly.programs(_paths(LMAX3, "0e", 3))
+    assert codegen.swept(large["bwd"])
+    assert not codegen.swept(small["bwd"])  # its 16 derivative polynomials are shorter
+    assert not any(codegen.swept(large[name]) for name in ("fwd", "bwd2"))  # no sweep to run
+    src = codegen.generate(large["bwd"], "float")
+    assert "sweep0_0(nv, srow0, srow1, cs);" in src and "node_out0_0" not in src
+    smem = codegen.smem_bytes(large["bwd"], "float")
+    size = codegen.code_bytes(large["bwd"])
+    monkeypatch.setattr(codegen, "SWEEP", False)
+    assert not codegen.swept(large["bwd"])
+    assert smem - codegen.smem_bytes(large["bwd"], "float") == 16 * codegen.BLOCK_THREADS * 4
+    assert codegen.code_bytes(large["bwd"]) > size
+    assert "sweep0_0" not in codegen.generate(large["bwd"], "float")
+    monkeypatch.setattr(codegen, "SWEEP", True)
+    monkeypatch.setattr(codegen, "NODES_PER_CALL", 2)
+    assert not codegen.swept(large["bwd"])  # the sweep evaluates one node per call
+
+
+def test_launch_bounds_by_code_size(monkeypatch):
+    monkeypatch.setattr(codegen, "MIN_BLOCKS", None)
+    monkeypatch.setattr(codegen, "NODES_PER_CALL", 1)
+    large = poly.programs(_paths(LMAX3, "0e+1o+2e", 3))
+    bwd = large["bwd"]
+    assert codegen.inlined(bwd) and codegen.sweep_inlined(bwd)
+    assert codegen.code_bytes(bwd) > codegen.LARGE_INLINED_CODE_BYTES
+    assert codegen.min_blocks(bwd) == 3  # large and fully inlined
+    assert "__launch_bounds__(128, 3)" in codegen.generate(bwd, "float")
+    monkeypatch.setattr(codegen, "SWEEP_INLINE_CODE_BYTES", 0)
+    assert codegen.min_blocks(bwd) == 4  # sweep functions called
+    assert codegen.min_blocks(poly.programs(_paths(*CASES[0]))["bwd2"]) == 4
+    bwd2 = large["bwd2"]
+    assert codegen.code_bytes(bwd2) > codegen.CAPPED_CODE_BYTES
+    assert codegen.min_blocks(bwd2) == 0  # capping would spill heavily
+    monkeypatch.setattr(codegen, "MIN_BLOCKS", 5)
+    assert codegen.min_blocks(bwd) == 5 and codegen.min_blocks(bwd2) == 0
+
+
+def test_sweep_requires_a_sweep():
+    with pytest.raises(ValueError, match="has no sweep"):
+        reverse_sweep.plan(poly.programs(_paths(*CASES[0]))["fwd"])
+
+
 def test_literals_round_trip():
     em32, em64 = codegen._Emitter("float"), codegen._Emitter("double")
     for v in [0.1, -1.0 / 3.0, 1e-30, 12345.678, np.sqrt(2.0)]:
@@ -120,7 +188,9 @@ def test_literals_round_trip():
         assert float(em64.literal(v)) == v
 
 
-def test_generated_source_structure():
+def test_generated_source_structure(monkeypatch):
+    monkeypatch.setattr(codegen, "INLINE_CODE_BYTES", 0)
+    monkeypatch.setattr(codegen, "MIN_BLOCKS", None)
     paths = _paths(*CASES[0])
     src = codegen.generate(poly.programs(paths)["bwd2"], "float")
     assert not codegen.grouped(poly.programs(paths)["bwd2"])
@@ -148,17 +218,25 @@ def test_grouped_kernels_by_code_size(monkeypatch):
 
 
 def test_inlined_kernels_by_code_size(monkeypatch):
-    paths = _paths(*CASES[0])
-    prog = poly.programs(paths)["bwd"]
-    monkeypatch.setattr(codegen, "INLINE_CODE_BYTES", codegen.code_bytes(prog))
-    assert codegen.inlined(prog)
+    """Output functions and reverse-sweep functions are inlined by their own code sizes."""
+    monkeypatch.setattr(codegen, "NODES_PER_CALL", 1)
+    prog = poly.programs(_paths(*CASES[0]))["bwd"]
+    assert codegen.swept(prog)
+    polys, sweep = codegen._part_bytes(prog, True, 1)
+    assert polys + sweep == codegen.code_bytes(prog)
+    monkeypatch.setattr(codegen, "INLINE_CODE_BYTES", polys)
+    monkeypatch.setattr(codegen, "SWEEP_INLINE_CODE_BYTES", sweep)
+    assert codegen.inlined(prog) and codegen.sweep_inlined(prog)
     src = codegen.generate(prog, "float")
-    assert "__noinline__" not in src and "__forceinline__" in src
+    assert "__noinline__" not in src and "__forceinline__ void sweep0_0(" in src
     assert "sacc0_0 = 0;" in src and "sacc0_0 += v.v[0]" in src
-    monkeypatch.setattr(codegen, "INLINE_CODE_BYTES", codegen.code_bytes(prog) - 1)
+    monkeypatch.setattr(codegen, "INLINE_CODE_BYTES", polys - 1)
     assert not codegen.inlined(prog)
     src = codegen.generate(prog, "float")
-    assert "__forceinline__" not in src and "sacc" not in src
+    assert "__forceinline__ Vals" not in src and "sacc" not in src
+    assert "__forceinline__ void sweep0_0(" in src
+    monkeypatch.setattr(codegen, "SWEEP_INLINE_CODE_BYTES", sweep - 1)
+    assert "__noinline__ void sweep0_0(" in codegen.generate(prog, "float")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")

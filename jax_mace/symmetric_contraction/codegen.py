@@ -13,7 +13,9 @@ nodes at a time: it copies the node rows (vector loads; lanes are channels, so a
 values is 64 contiguous bytes per lane) into its own shared-memory columns, then calls one
 non-inlined function per output; a function reads the node values it needs from those columns
 and the species values (weights) of its channel from global memory (L1), where they are used.
-Short programs (``INLINE_CODE_BYTES``) inline those functions instead.
+Programs up to ``INLINE_CODE_BYTES`` inline those functions instead. A backward's ``gx`` may be
+evaluated as a reverse sweep over the forward's monomial trie (:mod:`.reverse_sweep`, one
+function per first variable, accumulating in shared memory) where that needs fewer operations.
 
 The code is long and straight-line (at two nodes per call, 85 KB for MACE-MP-L's forward and
 about 280 KB for its backward), so instruction fetch, not arithmetic, limits it when the warps of
@@ -25,8 +27,8 @@ call, 0 none) leave few distinct instruction streams per multiprocessor.
 Node outputs are stored per node (vector stores); species outputs are summed per group (in
 registers when inlined, else in shared memory), summed over the groups at the end and added to
 the ``[S, m, C]`` outputs atomically (zeroed by the launcher). Tuning overrides, read at import:
-``JAX_MACE_SYMJIT_NODES``, ``_SYNC``, ``_GROUPED_KB``, ``_INLINE_KB``, ``_MIN_BLOCKS``,
-``_UNSORTED``.
+``JAX_MACE_SYMJIT_NODES``, ``_SYNC``, ``_GROUPED_KB``, ``_INLINE_KB``, ``_SWEEP_INLINE_KB``,
+``_MIN_BLOCKS``, ``_SWEEP``, ``_UNSORTED``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import os
 
 import numpy as np
 
+from jax_mace.symmetric_contraction import reverse_sweep
 from jax_mace.symmetric_contraction.polynomial import Poly, Program, decode
 
 KERNEL_NAME = "jaxk_symjit"
@@ -177,15 +180,27 @@ def _node_slots(program: Program, r: int = 0) -> list[int]:
     return [set0 + sum(program.node_in[:i]) for i in range(len(program.node_in))]
 
 
+def _sweep_width(program: Program) -> int:
+    """Components of the output evaluated by the reverse sweep (0: none, see :func:`swept`)."""
+    return len(program.node_out[program.sweep.out]) if swept(program) else 0
+
+
+def _sweep_slot(program: Program, comp: int) -> int:
+    """Shared-memory slot accumulating component ``comp`` of the swept output."""
+    return NODES_PER_CALL * sum(program.node_in) + comp
+
+
 def _acc_slot(program: Program, array: int, comp: int) -> int:
-    """Shared-memory slot of species output ``(array, comp)``, after the node values."""
-    nodes = NODES_PER_CALL * sum(program.node_in)
+    """Shared-memory slot of species output ``(array, comp)``, after the node values and the
+    swept output."""
+    nodes = NODES_PER_CALL * sum(program.node_in) + _sweep_width(program)
     return nodes + sum(len(a) for a in program.species_out[:array]) + comp
 
 
 def _slots(program: Program) -> int:
-    """Shared-memory slots of one group: staged node values, then species accumulators."""
-    return NODES_PER_CALL * sum(program.node_in) + sum(len(a) for a in program.species_out)
+    """Shared-memory slots of one group: staged node values, the swept output's accumulators,
+    then species accumulators."""
+    return _acc_slot(program, len(program.species_out), 0)
 
 
 def smem_bytes(program: Program, ctype: str) -> int:
@@ -275,24 +290,147 @@ def _output_function(
     return lines
 
 
+def _sweep_function(
+    name: str,
+    function: reverse_sweep.SweepFunction,
+    program: Program,
+    ctype: str,
+    inline: bool,
+    written: set[int],
+) -> list[str]:
+    """A function running one :class:`~.reverse_sweep.SweepFunction` for one node: it adds its
+    ``gx`` contributions to the swept output's shared-memory slots (``written``: components an
+    earlier function has stored, updated here)."""
+    t = ctype
+    kind = "__forceinline__" if inline else "__noinline__"
+    params = f"{t}* nv, const {t}* __restrict__ srow0, const {t}* __restrict__ srow1, long long cs"
+    lines = [f"__device__ {kind} void {name}({params}) {{"]
+    used = set()
+    for step in function.steps:
+        if step[0] == "poly":
+            used |= {v for mono in step[2] for v in mono if not decode(v)[0]}
+        else:
+            used |= {int(a[1:]) for a in step[2:] if isinstance(a, str) and a[0] == "v"}
+    for var in sorted(used):
+        _, array, comp = decode(var)
+        slot = _node_slots(program, 0)[array] + comp
+        lines.append(f"  const {t} n{array}_{comp}_0 = nv[{slot * BLOCK_THREADS}];")
+
+    def name_of(operand: str) -> str:
+        if operand[0] == "v":
+            _, array, comp = decode(int(operand[1:]))
+            return f"n{array}_{comp}_0"
+        return operand
+
+    fma = "fmaf" if t == "float" else "fma"
+    em = _Emitter(ctype)
+    out = em.lines
+    local: set[int] = set()
+    for step in function.steps:
+        kind_, *args = step
+        if kind_ == "poly":
+            (value,) = em.value(build_trie(args[1]), "  ")
+            out.append(f"  const {t} {args[0]} = {value};")
+        elif kind_ == "mul":
+            out.append(f"  const {t} {args[0]} = {name_of(args[1])} * {name_of(args[2])};")
+        elif kind_ == "fma":
+            a, b = name_of(args[1]), name_of(args[2])
+            expr = f"{a} * {b}" if args[3] is None else f"{fma}({a}, {b}, {name_of(args[3])})"
+            out.append(f"  const {t} {args[0]} = {expr};")
+        elif kind_ == "add":
+            out.append(f"  const {t} {args[0]} = {name_of(args[1])} + {name_of(args[2])};")
+        else:  # acc: gx_k += a (* b)
+            k, a, b = args
+            term = name_of(a) if b is None else f"{name_of(a)} * {name_of(b)}"
+            if k not in local:
+                out.append(f"  {t} gx{k} = {term};")
+                local.add(k)
+            elif b is None:
+                out.append(f"  gx{k} += {name_of(a)};")
+            else:
+                out.append(f"  gx{k} = {fma}({name_of(a)}, {name_of(b)}, gx{k});")
+    for k in function.touched:
+        slot = _sweep_slot(program, k) * BLOCK_THREADS
+        out.append(f"  nv[{slot}] {'+=' if k in written else '='} gx{k};")
+        written.add(k)
+    return lines + out + ["}"]
+
+
+# Reverse-sweep evaluation of VJP outputs where it needs fewer operations than the derivative
+# polynomials (JAX_MACE_SYMJIT_SWEEP=0: never).
+SWEEP = os.environ.get("JAX_MACE_SYMJIT_SWEEP", "1") != "0"
+
+
+def _edges(poly: Poly) -> int:
+    return build_trie(poly).edges() if poly else 0
+
+
+def swept(program: Program) -> bool:
+    """Whether ``program.sweep``'s output is generated as a reverse sweep (one node per call
+    only): where :func:`.reverse_sweep.operation_count` is below the derivative polynomials'
+    trie edges (MACE-MP-L's backward: 3,954 against 6,968; MACE-MP-S's: 575 against 465)."""
+    if not SWEEP or program.sweep is None or NODES_PER_CALL != 1:
+        return False
+    return _sweep_cheaper(program)
+
+
+@functools.lru_cache(maxsize=64)
+def _sweep_cheaper(program: Program) -> bool:
+    polys = sum(_edges(p) for p in program.node_out[program.sweep.out])
+    return reverse_sweep.operation_count(program, _edges) < polys
+
+
 # Code sizes (bytes, estimated) for which blocks of several lock-stepped groups won on H100:
 # MACE-MP-L's forward (42 KB at one node per call) ran 1-6% faster grouped; MACE-MP-M's
-# backward (57 KB) up to 17% slower. The window is fitted to those two points. Override for
-# tuning: JAX_MACE_SYMJIT_GROUPED_KB="lo,hi" (KB).
+# backward up to 17% slower at 57 KB (derivative polynomials) and, at 48 KB (reverse sweep),
+# 12% slower at 10k nodes (1% faster at 50k). The window is fitted to those points. Override
+# for tuning: JAX_MACE_SYMJIT_GROUPED_KB="lo,hi" (KB).
 GROUPED_CODE_BYTES = tuple(
-    1024 * int(v) for v in os.environ.get("JAX_MACE_SYMJIT_GROUPED_KB", "40,50").split(",")
+    1024 * int(v) for v in os.environ.get("JAX_MACE_SYMJIT_GROUPED_KB", "40,45").split(",")
 )
 CAPPED_CODE_BYTES = 320 * 1024
-# Programs up to this size inline their output functions and keep species sums in registers
-# (H100: MACE-MP-S's forward+backward 23-25% faster; MACE-MP-M's forward, 16 KB, 1-2% slower).
-INLINE_CODE_BYTES = 1024 * int(os.environ.get("JAX_MACE_SYMJIT_INLINE_KB", "12"))
-# Resident blocks asked of ptxas for one-group kernels (``__launch_bounds__``); 0: none.
-MIN_BLOCKS = int(os.environ.get("JAX_MACE_SYMJIT_MIN_BLOCKS", "4"))
+# Output functions are inlined (and species sums kept in registers) where the polynomial
+# outputs' code is up to this size, and the reverse-sweep functions where theirs is up to
+# SWEEP_INLINE_CODE_BYTES. H100, against calls: MACE-MP-M's and MP-L's forwards (16 and 42 KB)
+# 13-17% faster, MP-M's forward+backward 20-24%; MP-L's backward fastest fully inlined (61 KB
+# of sweep) with 3 blocks (see min_blocks).
+INLINE_CODE_BYTES = 1024 * int(os.environ.get("JAX_MACE_SYMJIT_INLINE_KB", "49"))
+SWEEP_INLINE_CODE_BYTES = 1024 * int(os.environ.get("JAX_MACE_SYMJIT_SWEEP_INLINE_KB", "64"))
+# Resident blocks asked of ptxas for one-group kernels (``__launch_bounds__``; 0: none);
+# unset: :func:`min_blocks` decides.
+MIN_BLOCKS = (
+    int(os.environ["JAX_MACE_SYMJIT_MIN_BLOCKS"])
+    if "JAX_MACE_SYMJIT_MIN_BLOCKS" in os.environ
+    else None
+)
+# Fully inlined kernels above this size ask for 3 resident blocks instead of 4 (H100, MACE-MP-L's
+# backward, 103 KB: 3 blocks 9-24% faster than 4, which spill 660 bytes; 2-11% faster than 2
+# blocks or no minimum).
+LARGE_INLINED_CODE_BYTES = 64 * 1024
 
 
 def inlined(program: Program) -> bool:
     """Whether ``program``'s output functions are inlined (see :func:`_output_function`)."""
-    return code_bytes(program) <= INLINE_CODE_BYTES
+    return _part_bytes(program, swept(program), NODES_PER_CALL)[0] <= INLINE_CODE_BYTES
+
+
+def sweep_inlined(program: Program) -> bool:
+    """Whether ``program``'s reverse-sweep functions are inlined (swept programs only)."""
+    return _part_bytes(program, swept(program), NODES_PER_CALL)[1] <= SWEEP_INLINE_CODE_BYTES
+
+
+def min_blocks(program: Program) -> int:
+    """``__launch_bounds__`` minimum of resident blocks for ``program``'s one-group kernel (0:
+    none). 4 (<= 128 registers): left free, ptxas gave MACE-MP-L's backward (called functions)
+    168 registers where 128 fit without spilling; 3 for large fully inlined kernels
+    (``LARGE_INLINED_CODE_BYTES``); none above ``CAPPED_CODE_BYTES``, where the
+    second-derivative kernels spill heavily when capped."""
+    if code_bytes(program) > CAPPED_CODE_BYTES:
+        return 0
+    if MIN_BLOCKS is not None:
+        return MIN_BLOCKS
+    all_inlined = inlined(program) and (not swept(program) or sweep_inlined(program))
+    return 3 if all_inlined and code_bytes(program) > LARGE_INLINED_CODE_BYTES else 4
 
 
 def grouped(program: Program) -> bool:
@@ -304,12 +442,22 @@ def grouped(program: Program) -> bool:
     return lo <= code_bytes(program) <= hi
 
 
-@functools.lru_cache(maxsize=64)
 def code_bytes(program: Program) -> int:
-    """Estimated size of the generated machine code: one 16-byte instruction per trie edge and
-    node set (the arithmetic dominates)."""
-    polys = [p for arrays in (program.node_out, program.species_out) for a in arrays for p in a]
-    return 16 * NODES_PER_CALL * sum(build_trie(p).edges() for p in polys if p)
+    """Estimated size of the generated machine code: one 16-byte instruction per trie edge (or
+    sweep operation) and node set (the arithmetic dominates)."""
+    return sum(_part_bytes(program, swept(program), NODES_PER_CALL))
+
+
+@functools.lru_cache(maxsize=128)
+def _part_bytes(program: Program, is_swept: bool, nodes_per_call: int) -> tuple[int, int]:
+    """Estimated code bytes of the polynomial outputs and of the reverse sweep."""
+    node_out = list(program.node_out)
+    ops = 0
+    if is_swept:
+        ops = reverse_sweep.operation_count(program, _edges)
+        del node_out[program.sweep.out]
+    polys = [p for arrays in (node_out, program.species_out) for a in arrays for p in a]
+    return 16 * nodes_per_call * sum(_edges(p) for p in polys), 16 * nodes_per_call * ops
 
 
 # Forward kernels on unsorted nodes where possible (JAX_MACE_SYMJIT_UNSORTED=0: always sort).
@@ -352,6 +500,7 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
     t = ctype
     is_grouped = grouped(program)
     is_inlined = inlined(program)
+    sweep_inline = swept(program) and sweep_inlined(program)
     functions: list[str] = []
     acc_regs: list[str] = []  # inlined: species sums in registers, stored once at the end
     acc_store: list[str] = []
@@ -391,6 +540,22 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
     vals = f"Vals<{t}, {NODES_PER_CALL}>"
     for arr, polys in enumerate(program.node_out):
         width = len(polys)
+        if swept(program) and arr == program.sweep.out:
+            written: set[int] = set()
+            for i, function in enumerate(reverse_sweep.plan(program)):
+                fname = f"sweep{arr}_{i}"
+                functions += _sweep_function(fname, function, program, t, sweep_inline, written)
+                body.append(f"{ind}{fname}(nv, srow0, srow1, cs);")
+                body += sync_call
+            zero = _Emitter(t).literal(0.0)
+            names = [
+                f"nv[{_sweep_slot(program, k) * BLOCK_THREADS}]" if k in written else zero
+                for k in range(width)
+            ]
+            body.append(f"{ind}if (has0) {{")
+            _row_store(t, arr, names, body, ind + "  ", "row0")
+            body.append(f"{ind}}}")
+            continue
         names = [[] for _ in range(NODES_PER_CALL)]
         for comp, poly in enumerate(polys):
             for r in range(NODES_PER_CALL):
@@ -457,12 +622,9 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
                 f"(static_cast<long long>(s) * {w} + {i}) * a.c + c, sum); }}",
             ]
     srows = _species_rows(program, t, "  ", "s")
-    # Ungrouped kernels ask for >= 4 resident blocks (<= 128 registers): left free, ptxas gave
-    # MACE-MP-L's backward 168 registers (3 blocks) where 128 fit without spilling; the
-    # second-derivative kernels above CAPPED_CODE_BYTES spill heavily when capped.
-    capped = MIN_BLOCKS > 0 and code_bytes(program) <= CAPPED_CODE_BYTES
-    min_blocks = f", {MIN_BLOCKS}" if capped else ""
-    bounds = f"__launch_bounds__({BLOCK_THREADS}{min_blocks}) "
+    blocks = min_blocks(program)
+    min_blocks_arg = f", {blocks}" if blocks else ""
+    bounds = f"__launch_bounds__({BLOCK_THREADS}{min_blocks_arg}) "
     prologue = [
         "  const int item = blockIdx.x;",
         "  if (item >= *a.nitems) return;",

@@ -53,6 +53,19 @@ def decode(var: int) -> tuple[bool, int, int]:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class Sweep:
+    """Node output array ``out`` is the VJP of the polynomials ``primal`` with respect to node
+    array ``wrt`` for the cotangents in node array ``cot`` (one per primal polynomial). The
+    code generator may evaluate it as a reverse sweep (:mod:`.reverse_sweep`) instead of as
+    the derivative polynomials in ``Program.node_out[out]``, which stay its meaning."""
+
+    out: int
+    wrt: int
+    cot: int
+    primal: tuple[Poly, ...]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Program:
     """Polynomial outputs over node and species input arrays (widths in components)."""
 
@@ -61,6 +74,7 @@ class Program:
     species_in: tuple[int, ...]
     node_out: tuple[tuple[Poly, ...], ...]
     species_out: tuple[tuple[Poly, ...], ...]
+    sweep: Sweep | None = None
 
     @property
     def num_monomials(self) -> int:
@@ -68,7 +82,8 @@ class Program:
         return sum(len(p) for arrays in outputs for a in arrays for p in a)
 
 
-def _add(dst: Poly, mono: tuple[int, ...], coeff: float) -> None:
+def add_term(dst: Poly, mono: tuple[int, ...], coeff: float) -> None:
+    """Adds ``coeff * mono`` to ``dst`` (a term that cancels is removed)."""
     value = dst.get(mono, 0.0) + coeff
     if value == 0.0:
         dst.pop(mono, None)
@@ -99,7 +114,7 @@ def _vjp(outputs: list[Poly], cot: list[int], wrt: dict[int, tuple[int, int]]) -
     for poly, c in zip(outputs, cot, strict=True):
         for var, rest, coeff in _derivatives(poly):
             if var in wrt:
-                _add(result[wrt[var]], _times(rest, c), coeff)
+                add_term(result[wrt[var]], _times(rest, c), coeff)
     return result
 
 
@@ -116,14 +131,14 @@ def programs(paths: PathList) -> dict[str, Program]:
     out: list[Poly] = [{} for _ in range(m)]
     for p in range(paths.num_paths):
         factors = [x[i] for i in paths.in_idx[p] if i >= 0] + [w[paths.w_idx[p]]]
-        _add(out[paths.out_idx[p]], tuple(sorted(factors)), float(paths.coeff[p]))
+        add_term(out[paths.out_idx[p]], tuple(sorted(factors)), float(paths.coeff[p]))
     fwd = Program("fwd", (k,), (nw,), (tuple(out),), ())
 
     g = [node_var(1, o) for o in range(m)]
     wrt = {v: (0, i) for i, v in enumerate(x)} | {v: (1, i) for i, v in enumerate(w)}
     grads = _vjp(out, g, wrt)
     gx, gw = _collect(grads, 0, k), _collect(grads, 1, nw)
-    bwd = Program("bwd", (k, m), (nw,), (gx,), (gw,))
+    bwd = Program("bwd", (k, m), (nw,), (gx,), (gw,), Sweep(0, 0, 1, tuple(out)))
 
     # L = hx . gx + hW . gW; its gradient w.r.t. (x, g, W) is the VJP of bwd.
     hx = [node_var(2, i) for i in range(k)]
