@@ -169,6 +169,9 @@ def test_launch_bounds_by_code_size(monkeypatch):
     monkeypatch.setattr(codegen, "SWEEP_INLINE_CODE_BYTES", 0)
     assert codegen.min_blocks(bwd) == 4  # sweep functions called
     assert codegen.min_blocks(poly.programs(_paths(*CASES[0]))["bwd2"]) == 4
+    small = poly.programs(_paths(LMAX3, "0e", 3))["bwd"]
+    assert codegen.code_bytes(small) <= codegen.SMALL_INLINED_CODE_BYTES
+    assert codegen.min_blocks(small) == 6  # small and fully inlined
     bwd2 = large["bwd2"]
     assert codegen.code_bytes(bwd2) > codegen.CAPPED_CODE_BYTES
     assert codegen.min_blocks(bwd2) == 0  # capping would spill heavily

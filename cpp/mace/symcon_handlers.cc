@@ -60,7 +60,7 @@ ffi::Error SortImpl(cudaStream_t stream, I32 species, I32Result perm, I32Result 
   if (num_species < 1) return Fail("sort", "num_species must be >= 1");
   if (perm->element_count() != static_cast<size_t>(n) || id.size() != 2 || id[1] != 4 ||
       nitems->element_count() != 1 ||
-      work->element_count() < static_cast<size_t>(num_species + 1)) {
+      work->element_count() < static_cast<size_t>(num_species + 2)) {
     return Fail("sort", "bad output shapes");
   }
   const int64_t need = (n + kSymconItemNodes - 1) / kSymconItemNodes + num_species + 1;

@@ -20,7 +20,7 @@ enum class SymconDtype { kF32, kF64 };
 
 // Counting sort of the nodes by species: perm [n] groups node ids by species; items [max_items][4]
 // = (species, first position in perm, node count <= 128, 0); *nitems = number of items;
-// max_items >= ceil(n / 128) + ns + 1. work [ns + 1] is scratch. Nodes whose species is outside
+// max_items >= ceil(n / 128) + ns + 1. work [ns + 2] is scratch. Nodes whose species is outside
 // [0, ns) get items of species -1: the engine writes zeros for them (as a one-hot weight lookup).
 struct SortParams {
   int n = 0;

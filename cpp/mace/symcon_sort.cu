@@ -13,23 +13,12 @@ constexpr int kScanThreads = 1024;
 // Bucket of a node: its species, or ns for species outside [0, ns) (their outputs are zero).
 __device__ __forceinline__ int Bucket(int s, int ns) { return (s >= 0 && s < ns) ? s : ns; }
 
-// counts[s] += number of nodes of species s (warp-aggregated atomics).
-__global__ void HistKernel(const int32_t* __restrict__ species, int n, int ns,
-                           int32_t* __restrict__ counts) {
-  const int stride = gridDim.x * blockDim.x;
-  for (int first = blockIdx.x * blockDim.x; first < n; first += stride) {  // warp-uniform trips
-    const int i = first + threadIdx.x;
-    const int s = i < n ? Bucket(species[i], ns) : -1;
-    const unsigned peers = __match_any_sync(0xffffffffu, s);
-    if (s >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&counts[s], __popc(peers));
-  }
-}
-
-// One block: exclusive scans of node counts and item counts over the nb = ns + 1 buckets; writes
-// the items (species -1 for the out-of-range bucket) and turns counts[] into the scatter cursors
-// (first position of each bucket in perm).
-__global__ void ScanKernel(int nb, int32_t* __restrict__ counts, int32_t* __restrict__ items,
-                           int32_t* __restrict__ nitems) {
+// One block of kScanThreads: exclusive scans of node counts and item counts over the nb = ns + 1
+// buckets; writes the items (species -1 for the out-of-range bucket) and turns counts[] into the
+// scatter cursors (first position of each bucket in perm). counts[] was written by other blocks'
+// atomics: read through L2 (__ldcg).
+__device__ void ScanBuckets(int nb, int32_t* __restrict__ counts, int32_t* __restrict__ items,
+                            int32_t* __restrict__ nitems) {
   const int ns = nb - 1;
   __shared__ int s_nodes[kScanThreads];
   __shared__ int s_items[kScanThreads];
@@ -38,7 +27,7 @@ __global__ void ScanKernel(int nb, int32_t* __restrict__ counts, int32_t* __rest
   const int lo = min(t * per, nb), hi = min(lo + per, nb);
   int nodes = 0, its = 0;
   for (int s = lo; s < hi; ++s) {
-    const int cnt = counts[s];
+    const int cnt = __ldcg(counts + s);
     nodes += cnt;
     its += (cnt + kSymconItemNodes - 1) / kSymconItemNodes;
   }
@@ -56,7 +45,7 @@ __global__ void ScanKernel(int nb, int32_t* __restrict__ counts, int32_t* __rest
   int node_base = s_nodes[t] - nodes;
   int item_base = s_items[t] - its;
   for (int s = lo; s < hi; ++s) {
-    const int cnt = counts[s];
+    const int cnt = __ldcg(counts + s);
     for (int first = 0; first < cnt; first += kSymconItemNodes) {
       int32_t* it = items + 4 * item_base++;
       it[0] = s < ns ? s : -1;
@@ -68,6 +57,31 @@ __global__ void ScanKernel(int nb, int32_t* __restrict__ counts, int32_t* __rest
     node_base += cnt;
   }
   if (t == kScanThreads - 1) *nitems = s_items[t];
+}
+
+// counts[s] += number of nodes of species s (warp-aggregated atomics); the last block to finish
+// (ticket counts[ns + 1]) then scans them (ScanBuckets), so the sort needs no separate scan
+// launch. Blocks of kScanThreads threads.
+__global__ void __launch_bounds__(kScanThreads)
+    HistScanKernel(const int32_t* __restrict__ species, int n, int ns, int32_t* __restrict__ counts,
+                   int32_t* __restrict__ items, int32_t* __restrict__ nitems) {
+  const int stride = gridDim.x * blockDim.x;
+  for (int first = blockIdx.x * blockDim.x; first < n; first += stride) {  // warp-uniform trips
+    const int i = first + threadIdx.x;
+    const int s = i < n ? Bucket(species[i], ns) : -1;
+    const unsigned peers = __match_any_sync(0xffffffffu, s);
+    if (s >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&counts[s], __popc(peers));
+  }
+  __shared__ bool last;
+  __syncthreads();  // this block's atomics are issued
+  if (threadIdx.x == 0) {
+    __threadfence();  // ... and visible before the ticket
+    last = atomicAdd(&counts[ns + 1], 1) == static_cast<int>(gridDim.x) - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  ScanBuckets(ns + 1, counts, items, nitems);
 }
 
 // perm[cursor[b]++] = i for every node i of bucket b (warp-aggregated).
@@ -91,16 +105,15 @@ __global__ void ScatterKernel(const int32_t* __restrict__ species, int n, int ns
 }  // namespace
 
 cudaError_t LaunchSymconSort(const SortParams& p, cudaStream_t stream) {
-  cudaError_t err = cudaMemsetAsync(p.work, 0, sizeof(int32_t) * (p.ns + 1), stream);
+  // work = counts [ns + 1] and the last-block ticket.
+  cudaError_t err = cudaMemsetAsync(p.work, 0, sizeof(int32_t) * (p.ns + 2), stream);
   if (err != cudaSuccess) return err;
-  err = cudaMemsetAsync(p.nitems, 0, sizeof(int32_t), stream);
-  if (err != cudaSuccess) return err;
-  if (p.n > 0) {
-    const int blocks = min((p.n + 255) / 256, 1024);
-    HistKernel<<<blocks, 256, 0, stream>>>(p.species, p.n, p.ns, p.work);
-    ScanKernel<<<1, kScanThreads, 0, stream>>>(p.ns + 1, p.work, p.items, p.nitems);
-    ScatterKernel<<<blocks, 256, 0, stream>>>(p.species, p.n, p.ns, p.work, p.perm);
-  }
+  if (p.n == 0) return cudaMemsetAsync(p.nitems, 0, sizeof(int32_t), stream);
+  const int scan_blocks = min((p.n + kScanThreads - 1) / kScanThreads, 256);
+  HistScanKernel<<<scan_blocks, kScanThreads, 0, stream>>>(p.species, p.n, p.ns, p.work, p.items,
+                                                           p.nitems);
+  const int blocks = min((p.n + 255) / 256, 1024);
+  ScatterKernel<<<blocks, 256, 0, stream>>>(p.species, p.n, p.ns, p.work, p.perm);
   return cudaGetLastError();
 }
 

@@ -220,10 +220,11 @@ ffi::Error LaunchImpl(cudaStream_t stream, ffi::Buffer<ffi::S32> perm, ffi::Buff
   const int64_t n = d0[0], c = d0[1];
   const auto id = items.dimensions();
   // by_species: perm / items / nitems are the species sort; else perm holds each node's
-  // species and the kernel walks the nodes in their own order (items and nitems unused).
-  if (perm.element_count() != static_cast<size_t>(n) || id.size() != 2 || id[1] != 4 ||
-      nitems.element_count() != 1) {
-    return Fail("perm [N], items [I, 4] and nitems [1] expected");
+  // species and the kernel walks the nodes in their own order (items and nitems unused: any
+  // int32 arrays, so the caller need not materialise placeholders).
+  if (perm.element_count() != static_cast<size_t>(n)) return Fail("perm [N] expected");
+  if (by_species && (id.size() != 2 || id[1] != 4 || nitems.element_count() != 1)) {
+    return Fail("items [I, 4] and nitems [1] expected");
   }
   if (!by_species && sout_widths.size() > 0) {
     return Fail("species outputs need the nodes sorted by species (by_species=1)");

@@ -62,7 +62,7 @@ def _sort(species: jax.Array, num_species: int):
         _SDS((n,), jnp.int32),
         _SDS((max_items, 4), jnp.int32),
         _SDS((1,), jnp.int32),
-        _SDS((num_species + 1,), jnp.int32),
+        _SDS((num_species + 2,), jnp.int32),  # counts and the last-block ticket
     )
     perm, items, nitems, _ = _call(
         "jaxk_symcon_sort", shapes, species.astype(jnp.int32), num_species=np.int64(num_species)

@@ -152,8 +152,9 @@ def _launch(paths: PathList, name: str, node_in, species_in, sort):
     dtype = node_in[0].dtype
     ctype = "float" if dtype == jnp.float32 else "double"
     by_species = len(sort) == 3
-    if not by_species:  # perm carries the species; items and nitems are unused
-        sort = (sort[0].astype(jnp.int32), jnp.zeros((1, 4), jnp.int32), jnp.zeros(1, jnp.int32))
+    if not by_species:  # perm carries the species; items and nitems are unused (placeholders
+        # built here would cost a broadcast kernel per call)
+        sort = (sort[0].astype(jnp.int32),) * 3
     key = kernel_key(paths, name, ctype, by_species)
     n, c = node_in[0].shape[:2]
     s = species_in[0].shape[0]
