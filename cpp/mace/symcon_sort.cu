@@ -73,11 +73,9 @@ __global__ void __launch_bounds__(kScanThreads)
     if (s >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&counts[s], __popc(peers));
   }
   __shared__ bool last;
-  __syncthreads();  // this block's atomics are issued
-  if (threadIdx.x == 0) {
-    __threadfence();  // ... and visible before the ticket
-    last = atomicAdd(&counts[ns + 1], 1) == static_cast<int>(gridDim.x) - 1;
-  }
+  __threadfence();  // every thread's counts are visible device-wide before the block's ticket
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&counts[ns + 1], 1) == static_cast<int>(gridDim.x) - 1;
   __syncthreads();
   if (!last) return;
   __threadfence();
