@@ -10,7 +10,7 @@ it once. Group the primal's terms by their part in the differentiated variables 
 and evaluate ``mu(x)`` along a trie of the monomials ``mu`` (a trie node's value is its parent's
 times one ``x``). The adjoint of a trie node is its own ``B`` plus its children's adjoints times
 their ``x``; every edge also adds ``adjoint(child) * value(parent)`` to ``gx`` of its variable.
-That is two fused multiply-adds per trie edge plus the ``B`` polynomials (MACE-MP-L: 3,845
+That is two fused multiply-adds per trie edge plus the ``B`` polynomials (MACE-MP-L: 3,954
 operations per node and channel against 6,968 trie edges for the 16 derivative polynomials).
 
 The sweep is a list of :class:`Step` per first variable of the trie (one generated function
