@@ -276,6 +276,31 @@ def sanitize_run():
         print("sanitize run done:", impl.__name__, [float(jnp.sum(o)) for o in out])
 
 
+def run_info() -> dict:
+    """GPU, versions and the contraction backend's status, for the results JSON."""
+    import jax_mace
+
+    dev = jax.devices()[0]
+    info = {
+        "gpu": dev.device_kind,
+        "platform": dev.platform,
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "python": platform.python_version(),
+        "cuda_status": jax_mace.cuda_status().reason,
+        "dtype": "float32",
+    }
+    try:
+        import cuequivariance
+        import cuequivariance_jax
+
+        info["cuequivariance"] = cuequivariance.__version__
+        info["cuequivariance_jax"] = cuequivariance_jax.__version__
+    except ImportError as err:
+        info["cuequivariance"] = f"unavailable: {err}"
+    return info
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/results")
@@ -315,26 +340,7 @@ def main() -> None:
         for model in MODELS:
             print(json.dumps(breakdown(model)), flush=True)
         return
-    import jax_mace
-
-    dev = jax.devices()[0]
-    info = {
-        "gpu": dev.device_kind,
-        "platform": dev.platform,
-        "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-        "python": platform.python_version(),
-        "cuda_status": jax_mace.cuda_status().reason,
-        "dtype": "float32",
-    }
-    try:
-        import cuequivariance
-        import cuequivariance_jax
-
-        info["cuequivariance"] = cuequivariance.__version__
-        info["cuequivariance_jax"] = cuequivariance_jax.__version__
-    except ImportError as err:
-        info["cuequivariance"] = f"unavailable: {err}"
+    info = run_info()
     bw = copy_bandwidth()
     info["copy_bandwidth_TBps"] = bw / 1e12
     print(json.dumps(info, indent=1), flush=True)

@@ -491,6 +491,29 @@ def test_gpu_reverse_sweep_backward_equals_polynomial_backward(monkeypatch, dtyp
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [MP["S"], MP["L"], SMALL[1]])
+def test_gpu_forces_without_weight_gradient(case, dtype):
+    """Forces (gradient for x, weights constant) run the gx-only backward on unsorted nodes
+    (no species sort) and equal the reference's, with zeros for species outside [0, S), on a
+    partial last chunk and channel block."""
+    paths = _paths(*case)
+    with jax.enable_x64(dtype == np.float64):
+        x, w, sp = _inputs(paths, n=1001, c=136, s=6, dtype=dtype, seed=12, pad=9)
+        sp = sp.at[:4].set(jnp.array([-1, 6, 99, -7], jnp.int32))
+        r = jnp.asarray(np.random.default_rng(4).normal(size=(1001, 136, paths.num_out)), dtype)
+
+        def forces(fn):
+            return jax.jit(jax.grad(lambda x_: jnp.sum(fn(x_, w, sp, paths) * r)))
+
+        text = forces(_cuda).lower(x).as_text()
+        assert "jaxk_symjit" in text and "jaxk_symcon_sort" not in text
+        f, f_r = forces(_cuda)(x), forces(_ref)(x)
+        assert _rel(f, f_r) < (1e-11 if dtype == np.float64 else 2e-5)
+        assert np.all(np.asarray(f)[:4] == 0)
+
+
+@pytest.mark.gpu
 def test_gpu_symjit_errors_name_the_problem(monkeypatch):
     """The FFI handler refuses a kernel key it has not loaded and a group count that cannot
     launch, with the reason, instead of launching."""

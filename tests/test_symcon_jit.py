@@ -289,7 +289,7 @@ def test_generated_source_compiles_for_sm90a(tmp_path, ctype):
 
 def test_forward_alone_runs_without_the_species_sort(monkeypatch):
     """A forward-only call launches the unsorted forward kernel (species as `perm`, no sort);
-    the sort appears once the contraction is differentiated."""
+    the sort appears once the weights are differentiated."""
     from jax_mace.symmetric_contraction import jit
 
     monkeypatch.setattr(jit, "unavailable_reason", lambda *a: None)
@@ -306,8 +306,41 @@ def test_forward_alone_runs_without_the_species_sort(monkeypatch):
     forward = lower(lambda a, b: jit.symmetric_contraction_jit(a, b, sp, paths))
     assert "jaxk_symjit" in forward and "by_species = 0" in forward
     assert "jaxk_symcon_sort" not in forward
-    grad = lower(jax.grad(lambda a, b: jnp.sum(jit.symmetric_contraction_jit(a, b, sp, paths))))
+    grad = lower(
+        jax.grad(lambda a, b: jnp.sum(jit.symmetric_contraction_jit(a, b, sp, paths)), (0, 1))
+    )
     assert "jaxk_symcon_sort" in grad and "by_species = 1" in grad
+
+
+def test_force_inference_gradient_runs_without_the_species_sort(monkeypatch):
+    """Forces (the gradient for x with the weights constant) launch the forward and the
+    gx-only backward on unsorted nodes; with the weights differentiated, the full backward and
+    the sort come back."""
+    from jax_mace.symmetric_contraction import jit
+
+    monkeypatch.setattr(jit, "unavailable_reason", lambda *a: None)
+    monkeypatch.setattr(jit, "kernel_key", lambda paths, name, ctype, *_: hash(name) & 0xFFFF)
+    paths = _paths(*CASES[0])
+    progs = poly.programs(paths)
+    assert progs["bwd_x"].node_out == progs["bwd"].node_out and not progs["bwd_x"].species_out
+    assert codegen.unsorted_capable(progs["bwd_x"]) == (codegen.NODES_PER_CALL == 1)
+    x = jnp.ones((10, 4, paths.num_in))
+    w = jnp.ones((3, paths.num_weights, 4))
+    sp = jnp.zeros((10,), jnp.int32)
+
+    def energy(x_, w_):
+        return jnp.sum(jit.symmetric_contraction_jit(x_, w_, sp, paths) ** 2)
+
+    def launched(fn):
+        text = jax.jit(fn).trace(x, w).lower(lowering_platforms=("cuda",)).as_text()
+        names = {n for n in progs if f"key = {hash(n) & 0xFFFF} : i64" in text}
+        return names, "jaxk_symcon_sort" in text
+
+    names, sort = launched(jax.grad(energy))
+    assert names == {"fwd", "bwd_x"} and sort == (codegen.NODES_PER_CALL != 1)
+    assert launched(jax.grad(energy, argnums=(0, 1))) == ({"fwd", "bwd"}, True)
+    names, sort = launched(jax.grad(lambda a, b: jnp.sum(jax.grad(energy)(a, b) ** 2), 1))
+    assert {"bwd_x", "bwd2"} <= names and sort
 
 
 def test_unsorted_kernels_only_for_programs_without_species_outputs(monkeypatch):

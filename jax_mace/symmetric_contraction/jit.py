@@ -1,7 +1,7 @@
 """Run-time specialised CUDA kernels of the symmetric contraction (backend ``"cuda"``).
 
-For a path list, :mod:`.polynomial` derives three programs (``fwd``, ``bwd``, ``bwd2``: the
-contraction, its VJP and the VJP of that) and :mod:`.codegen` writes one straight-line kernel per
+For a path list, :mod:`.polynomial` derives four programs (``fwd``, ``bwd``, ``bwd_x``,
+``bwd2``: the contraction, its VJP, its VJP for ``x`` alone and the VJP of the VJP) and :mod:`.codegen` writes one straight-line kernel per
 program and dtype, with every coefficient an immediate and every operand in a register. NVRTC
 (``cuda-bindings``) compiles it for the GPU at trace time; the cubin is cached on disk
 (``$JAX_MACE_KERNEL_CACHE``, default ``~/.cache/jax_mace/kernels``), so a path list compiles once
@@ -11,10 +11,13 @@ per machine and new irreps never need a rebuild of the package. The C++ side
 
 Differentiation: ``_contract`` (program ``fwd``) has a custom VJP that runs ``_contract_vjp``
 (program ``bwd``: ``gx`` and the weight gradient ``gW``), whose own custom VJP runs ``bwd2``; so
-``jax.grad`` of a loss on forces (a second derivative) runs on these kernels. A third derivative
-is not supported. The forward runs on the nodes in the caller's order (each node gathers its
-species' weights); the backward programs, which sum weight gradients per species, run on nodes
-sorted by species inside (the engine's counting sort, done in the forward rule of the VJP).
+``jax.grad`` of a loss on forces (a second derivative) runs on these kernels. Where the weights
+are not differentiated (forces at inference, or the inner gradient of a force loss), the VJP is
+``_contract_vjp_x`` (program ``bwd_x``: ``gx`` alone), whose custom VJP also runs ``bwd2``. A
+third derivative is not supported. The forward and ``bwd_x`` run on the nodes in the caller's
+order (each node gathers its species' weights); the programs that sum weight gradients per
+species run on nodes sorted by species inside (the engine's counting sort, done in the forward
+rule of the VJP, or before ``bwd2``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from jax_mace.symmetric_contraction import codegen
 from jax_mace.symmetric_contraction.cuda import _sort, checked_inputs
@@ -200,19 +204,57 @@ def _contract(paths, x, w, species):
 
 
 def _contract_fwd(paths, x, w, species):
-    # The species sort is needed only by the backward programs (species outputs). The output
-    # goes through `_contract` itself, so that differentiating this rule (second derivatives)
-    # uses the custom VJP again.
-    return _contract(paths, x, w, species), (x, w, *_sort(species, w.shape[0]))
+    # symbolic_zeros: the primals come as CustomVJPPrimal, telling whether the weights are
+    # differentiated. Without a weight gradient (force inference) the backward computes gx
+    # alone, on unsorted nodes; else the species sort is made here for the backward's weight
+    # sums. The output goes through `_contract` itself, so that differentiating this rule
+    # (second derivatives) uses the custom VJP again.
+    weights_differentiated = w.perturbed
+    x, w, species = x.value, w.value, species.value
+    out = _contract(paths, x, w, species)
+    if not weights_differentiated:
+        return out, (x, w, species)
+    return out, (x, w, *_sort(species, w.shape[0]))
 
 
 def _contract_bwd(paths, res, g):
+    if isinstance(g, SymbolicZero):
+        return None, None, None
+    if len(res) == 3:  # weights not differentiated
+        x, w, species = res
+        return _contract_vjp_x(paths, x, w, g, species), None, None
     x, w, perm, items, nitems = res
     gx, gw = _contract_vjp(paths, x, w, g, perm, items, nitems)
     return gx, gw, None
 
 
-_contract.defvjp(_contract_fwd, _contract_bwd)
+_contract.defvjp(_contract_fwd, _contract_bwd, symbolic_zeros=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _contract_vjp_x(paths, x, w, g, species):
+    """``gx [N, C, K]`` alone (program ``bwd_x``, unsorted nodes): the VJP of
+    :func:`_contract` when the weights need no gradient."""
+    if codegen.unsorted_capable(programs(paths)["bwd_x"]):
+        (gx,), _ = _launch(paths, "bwd_x", [x, g], [w], (species,))
+    else:
+        (gx,), _ = _launch(paths, "bwd_x", [x, g], [w], _sort(species, w.shape[0]))
+    return gx
+
+
+def _contract_vjp_x_fwd(paths, x, w, g, species):
+    return _contract_vjp_x(paths, x, w, g, species), (x, w, g, species)
+
+
+def _contract_vjp_x_bwd(paths, res, hx):
+    # The second derivative needs the weight sums of bwd2: sort here (cotangent of gW: zero).
+    x, w, g, species = res
+    sort = _sort(species, w.shape[0])
+    (dx, dg), (dw,) = _launch(paths, "bwd2", [x, g, hx], [w, jnp.zeros_like(w)], sort)
+    return dx, dw, dg, None
+
+
+_contract_vjp_x.defvjp(_contract_vjp_x_fwd, _contract_vjp_x_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

@@ -10,7 +10,8 @@ symbolic differentiation, so every derivative the contraction needs is again a p
 - ``fwd``: node ``[x]``, species ``[W]`` -> node ``[out]``, where
   ``out_o = sum_p coeff_p W_{w_p} x_{a_p} x_{b_p} x_{k_p}``;
 - ``bwd`` (VJP for the cotangent ``g`` of ``out``): node ``[x, g]``, species ``[W]`` ->
-  node ``[gx]``, species ``[gW]``;
+  node ``[gx]``, species ``[gW]``; ``bwd_x``: the same without ``gW`` (weights that need no
+  gradient);
 - ``bwd2`` (VJP of ``bwd`` for cotangents ``hx, hW`` of ``gx, gW``): node ``[x, g, hx]``,
   species ``[W, hW]`` -> node ``[dx, dg]``, species ``[dW]``.
 
@@ -139,6 +140,9 @@ def programs(paths: PathList) -> dict[str, Program]:
     grads = _vjp(out, g, wrt)
     gx, gw = _collect(grads, 0, k), _collect(grads, 1, nw)
     bwd = Program("bwd", (k, m), (nw,), (gx,), (gw,), Sweep(0, 0, 1, tuple(out)))
+    # gx alone, for weights that need no gradient (force inference): no species outputs, so it
+    # runs on unsorted nodes.
+    bwd_x = Program("bwd_x", (k, m), (nw,), (gx,), (), Sweep(0, 0, 1, tuple(out)))
 
     # L = hx . gx + hW . gW; its gradient w.r.t. (x, g, W) is the VJP of bwd.
     hx = [node_var(2, i) for i in range(k)]
@@ -147,7 +151,7 @@ def programs(paths: PathList) -> dict[str, Program]:
     seconds = _vjp(list(gx) + list(gw), hx + hw, wrt2)
     dx, dw, dg = _collect(seconds, 0, k), _collect(seconds, 1, nw), _collect(seconds, 2, m)
     bwd2 = Program("bwd2", (k, m, k), (nw, nw), (dx, dg), (dw,))
-    return {"fwd": fwd, "bwd": bwd, "bwd2": bwd2}
+    return {"fwd": fwd, "bwd": bwd, "bwd_x": bwd_x, "bwd2": bwd2}
 
 
 def _monomial_values(mono, node_in, species_rows) -> np.ndarray:
