@@ -1,9 +1,10 @@
 """Run-time specialised CUDA kernels of the symmetric contraction (backend ``"cuda"``).
 
 For a path list, :mod:`.polynomial` derives four programs (``fwd``, ``bwd``, ``bwd_x``,
-``bwd2``: the contraction, its VJP, its VJP for ``x`` alone and the VJP of the VJP) and :mod:`.codegen` writes one straight-line kernel per
-program and dtype, with every coefficient an immediate and every operand in a register. NVRTC
-(``cuda-bindings``) compiles it for the GPU at trace time; the cubin is cached on disk
+``bwd2``: the contraction, its VJP, its VJP for ``x`` alone and the VJP of the VJP) and
+:mod:`.codegen` writes one straight-line kernel per program and dtype, with every coefficient
+an immediate and every operand in a register. NVRTC (``cuda-bindings``) compiles it for the GPU
+at trace time; the cubin is cached on disk
 (``$JAX_MACE_KERNEL_CACHE``, default ``~/.cache/jax_mace/kernels``), so a path list compiles once
 per machine and new irreps never need a rebuild of the package. The C++ side
 (``cpp/mace/symjit.cc``) keeps the loaded kernels by key and launches them from one FFI target,
