@@ -266,6 +266,18 @@ _PARAMS = (
 _ARGS = "nv, srow0, srow1, cs"
 
 
+def _node_value_loads(node_vars: set[int], program: Program, ctype: str) -> list[str]:
+    """Declarations ``n<array>_<comp>_<r>`` of the node values ``node_vars`` of every node set,
+    read from this thread's smem column (the names :class:`_Emitter` uses)."""
+    lines = []
+    for var in sorted(node_vars):
+        _, array, comp = decode(var)
+        for r in range(NODES_PER_CALL):
+            slot = _node_slots(program, r)[array] + comp
+            lines.append(f"  const {ctype} n{array}_{comp}_{r} = nv[{slot * BLOCK_THREADS}];")
+    return lines
+
+
 def _output_function(
     name: str, poly: Poly, program: Program, ctype: str, inline: bool = False
 ) -> list[str]:
@@ -279,11 +291,8 @@ def _output_function(
     vals = f"Vals<{ctype}, {NODES_PER_CALL}>"
     kind = "__forceinline__" if inline else "__noinline__"
     lines = [f"__device__ {kind} {vals} {name}({_PARAMS.format(t=ctype)}) {{"]
-    for var in sorted({v for mono in poly for v in mono if not decode(v)[0]}):
-        _, array, comp = decode(var)
-        for r in range(NODES_PER_CALL):
-            slot = _node_slots(program, r)[array] + comp
-            lines.append(f"  const {ctype} n{array}_{comp}_{r} = nv[{slot * BLOCK_THREADS}];")
+    node_vars = {v for mono in poly for v in mono if not decode(v)[0]}
+    lines += _node_value_loads(node_vars, program, ctype)
     em = _Emitter(ctype)
     values = em.value(build_trie(poly), "  ")
     lines += em.lines + [f"  return {vals}{{{{{', '.join(values)}}}}};", "}"]
@@ -311,10 +320,7 @@ def _sweep_function(
             used |= {v for mono in step[2] for v in mono if not decode(v)[0]}
         else:
             used |= {int(a[1:]) for a in step[2:] if isinstance(a, str) and a[0] == "v"}
-    for var in sorted(used):
-        _, array, comp = decode(var)
-        slot = _node_slots(program, 0)[array] + comp
-        lines.append(f"  const {t} n{array}_{comp}_0 = nv[{slot * BLOCK_THREADS}];")
+    lines += _node_value_loads(used, program, t)  # one node set: swept programs only
 
     def name_of(operand: str) -> str:
         if operand[0] == "v":
@@ -375,9 +381,14 @@ def swept(program: Program) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
+def _sweep_operations(program: Program) -> int:
+    return reverse_sweep.operation_count(program, _edges)
+
+
+@functools.lru_cache(maxsize=64)
 def _sweep_cheaper(program: Program) -> bool:
     polys = sum(_edges(p) for p in program.node_out[program.sweep.out])
-    return reverse_sweep.operation_count(program, _edges) < polys
+    return _sweep_operations(program) < polys
 
 
 # Code sizes (bytes, estimated) for which blocks of several lock-stepped groups won on H100:
@@ -459,7 +470,7 @@ def _part_bytes(program: Program, is_swept: bool, nodes_per_call: int) -> tuple[
     node_out = list(program.node_out)
     ops = 0
     if is_swept:
-        ops = reverse_sweep.operation_count(program, _edges)
+        ops = _sweep_operations(program)
         del node_out[program.sweep.out]
     polys = [p for arrays in (node_out, program.species_out) for a in arrays for p in a]
     return 16 * nodes_per_call * sum(_edges(p) for p in polys), 16 * nodes_per_call * ops

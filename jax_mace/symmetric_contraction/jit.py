@@ -189,13 +189,17 @@ def _launch(paths: PathList, name: str, node_in, species_in, sort):
     return list(outs[: len(nout)]), list(outs[2 : 2 + len(sout)])
 
 
+def _launch_own_order(paths: PathList, name: str, node_in, species_in, species):
+    """:func:`_launch` of a program without species outputs: on the nodes in their own order
+    when it can (no species sort; ``codegen.unsorted_capable``), else through the sort."""
+    if codegen.unsorted_capable(programs(paths)[name]):
+        return _launch(paths, name, node_in, species_in, (species,))
+    return _launch(paths, name, node_in, species_in, _sort(species, species_in[0].shape[0]))
+
+
 def _forward(paths: PathList, x, w, species):
-    """The ``fwd`` program: on the nodes in their own order when it can (no species sort;
-    ``codegen.unsorted_capable``), else through the sort."""
-    if codegen.unsorted_capable(programs(paths)["fwd"]):
-        (out,), _ = _launch(paths, "fwd", [x], [w], (species,))
-    else:
-        (out,), _ = _launch(paths, "fwd", [x], [w], _sort(species, w.shape[0]))
+    """The ``fwd`` program."""
+    (out,), _ = _launch_own_order(paths, "fwd", [x], [w], species)
     return out
 
 
@@ -236,10 +240,7 @@ _contract.defvjp(_contract_fwd, _contract_bwd, symbolic_zeros=True)
 def _contract_vjp_x(paths, x, w, g, species):
     """``gx [N, C, K]`` alone (program ``bwd_x``, unsorted nodes): the VJP of
     :func:`_contract` when the weights need no gradient."""
-    if codegen.unsorted_capable(programs(paths)["bwd_x"]):
-        (gx,), _ = _launch(paths, "bwd_x", [x, g], [w], (species,))
-    else:
-        (gx,), _ = _launch(paths, "bwd_x", [x, g], [w], _sort(species, w.shape[0]))
+    (gx,), _ = _launch_own_order(paths, "bwd_x", [x, g], [w], species)
     return gx
 
 
