@@ -369,6 +369,36 @@ def test_producer_report(cfg, force, expect, monkeypatch, capfd):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("ramp", ["rising", "falling", "steps"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_growing_row_maximum(ramp, dtype):
+    """Keys scaled along the sequence so that a row's maximum grows by more than the kernel's
+    rebase threshold (2^8) from one KV tile to the next (rising: the base is raised and the output
+    rescaled on later tiles), never grows (falling: every later tile keeps the first base), or
+    grows in steps just below and above it (steps)."""
+    import jax.numpy as jnp
+
+    from jax_gna import cuda_backend
+
+    n, dim = 1024, 64
+    params = make_params((n,), 640, 1)
+    t = np.arange(n) / n
+    steps = 1 + 1.5 * (np.arange(n) // 128)
+    factor = {"rising": 1 + 12 * t, "falling": 13 - 12 * t, "steps": steps}
+    rng = np.random.default_rng(7)
+    q, k, v = (rng.standard_normal((1, n, 2, dim), dtype=np.float32) for _ in range(3))
+    k *= factor[ramp][None, :, None, None]
+    q, k, v = (np.asarray(jnp.asarray(a, jnp.dtype(dtype))) for a in (q, k, v))
+    scale = dim**-0.5
+    out, lse = cuda_backend.gna_forward_cuda(
+        jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), params, scale, (128,), (128,)
+    )
+    ref_out, ref_lse = brute_force(q, k, v, params, scale)
+    np.testing.assert_allclose(np.asarray(out, np.float32), ref_out, atol=_TOL[dtype], rtol=0)
+    np.testing.assert_allclose(np.asarray(lse), ref_lse, atol=1e-2, rtol=0)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("scale", [-0.3, 0.0, 1.7])
 def test_any_scale(scale):
     check_config(EDGE_CASES["2d_dilated_causal"], seed=5, scale=scale)

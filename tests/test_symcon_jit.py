@@ -166,6 +166,10 @@ def test_launch_bounds_by_code_size(monkeypatch):
     assert codegen.code_bytes(bwd) > codegen.LARGE_INLINED_CODE_BYTES
     assert codegen.min_blocks(bwd) == 3  # large and fully inlined
     assert "__launch_bounds__(128, 3)" in codegen.generate(bwd, "float")
+    medium = poly.programs(_paths(LMAX3, "0e+1o", 3))
+    assert 48 * 1024 < codegen.code_bytes(medium["bwd"]) < 64 * 1024
+    assert codegen.min_blocks(medium["bwd"]) == 3  # MACE-MP-M's backward: 3 won on H100
+    assert codegen.min_blocks(medium["fwd"]) == 4
     monkeypatch.setattr(codegen, "SWEEP_INLINE_CODE_BYTES", 0)
     assert codegen.min_blocks(bwd) == 4  # sweep functions called
     assert codegen.min_blocks(poly.programs(_paths(*CASES[0]))["bwd2"]) == 4

@@ -84,11 +84,12 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
       cute::gemm(mma_pv, tOrP(_, _, kb), tOrV(_, _, kb, stage), acc_o);
     }
   };
-  auto softmax = [&](int it) {
-    int kt[3];
-    w.KvTile(it, kt);
-    if (!w.Unmasked(kt)) MaskScores<kRows>(s_rc, kt, win, p, col_of);
+  // The tile's coordinates and mask test are worked out before its GEMMs are waited for.
+  auto softmax = [&](const int (&kt)[3], bool unmasked) {
+#ifndef JAXK_GNA_PROBE_NO_SOFTMAX  // timing probe only (wrong results): GEMMs and sync alone
+    if (!unmasked) MaskScores<kRows>(s_rc, kt, win, p, col_of);
     OnlineSoftmax<kRows>(s_rc, acc_o_rc, row_max, row_sum, p.scale_log2);
+#endif
 #pragma unroll
     for (int i = 0; i < size(acc_s); ++i) p_regs(i) = static_cast<Element>(acc_s(i));
   };
@@ -110,6 +111,8 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
   MbarWait(q_full, 0);
 
   // Block 0: S(0) = Q K(0)^T.
+  KvTileCursor tile(w);
+  bool unmasked = w.Unmasked(tile.kt);
   MbarWait(k_full, 0);
   fence_loads();
   NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
@@ -121,12 +124,14 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
   warpgroup_wait<0>();
   warpgroup_fence_operand(acc_s);
   release(k_empty);
-  softmax(0);
+  softmax(tile.kt, unmasked);
 
   // Block it: O += P(it-1) V(it-1) and S(it) = Q K(it)^T, then the softmax of S(it).
   for (int it = 1; it < w.num_kv; ++it) {
     const int s = it % kS;
     const int sp = (it - 1) % kS;
+    tile.Advance();
+    unmasked = w.Unmasked(tile.kt);
     MbarWait(v_full + sp, ((it - 1) / kS) & 1);
     MbarWait(k_full + s, (it / kS) & 1);
     fence_loads();
@@ -143,7 +148,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
     warpgroup_fence_operand(acc_o);
     release(v_empty + sp);
     release(k_empty + s);
-    softmax(it);
+    softmax(tile.kt, unmasked);
   }
 
   // Last block: O += P V of the last tile. Consumer 1 skips its hand-over (nobody waits).

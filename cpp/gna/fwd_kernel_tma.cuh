@@ -48,14 +48,13 @@ __device__ __forceinline__ void ProduceTma(const FwdParams& p, const WorkTile& w
     TmaLoad5d(&maps.q, sm.q_full, &sQ(0, kb * kBox), w.head * kD + kb * kBox, w.ax[2].q_start,
               w.ax[1].q_start, w.ax[0].q_start, batch);
   }
-  for (int it = 0; it < w.num_kv; ++it) {
+  KvTileCursor tile(w);
+  for (int it = 0; it < w.num_kv; ++it, tile.Advance()) {
     const int s = it % kS;
     const uint32_t parity = ((it / kS) & 1) ^ 1;
-    int kt[3];
-    w.KvTile(it, kt);
-    const int x0 = kt[0] << p.kv_shift[0];
-    const int x1 = kt[1] << p.kv_shift[1];
-    const int x2 = kt[2] << p.kv_shift[2];
+    const int x0 = tile.kt[0] << p.kv_shift[0];
+    const int x1 = tile.kt[1] << p.kv_shift[1];
+    const int x2 = tile.kt[2] << p.kv_shift[2];
     const int col = w.head_kv * kD;
     MbarWait(sm.k_empty + s, parity);
     MbarArriveExpectTx(sm.k_full + s, kKvBytes);

@@ -116,10 +116,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     // Copies this thread's 16-byte pieces of tile `it` of `src` into shared memory at `dst`
     // (its first row), one row every `step` elements: the thread's rows are kRowsPerPass apart,
     // a multiple of the 8-row swizzle period, so the swizzle phase is the same for all of them.
-    auto gather_kv = [&](const Element* src, int it, Element* dst, int step) {
-      int kt[3], limit[3];
+    auto gather_kv = [&](const Element* src, const int (&kt)[3], Element* dst, int step) {
+      int limit[3];
       bool interior;
-      w.KvTile(it, kt);
       const Element* tile =
           src + kv_base + w.KvTileStart(kt, p, limit, interior) * kv_stride + chunk * Cfg::kChunk;
 #pragma unroll 4
@@ -135,14 +134,15 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const int col = chunk * Cfg::kChunk;
     const int k_step = static_cast<int>(&sK(row0 + kRowsPerPass, col, 0) - &sK(row0, col, 0));
     const int v_step = static_cast<int>(&sV(col, row0 + kRowsPerPass, 0) - &sV(col, row0, 0));
-    for (int it = 0; it < w.num_kv; ++it) {
+    KvTileCursor tile(w);
+    for (int it = 0; it < w.num_kv; ++it, tile.Advance()) {
       const int s = it % kS;
       const uint32_t parity = ((it / kS) & 1) ^ 1;
       MbarWait(sm.k_empty + s, parity);
-      gather_kv(k, it, &sK(row0, col, s), k_step);
+      gather_kv(k, tile.kt, &sK(row0, col, s), k_step);
       CpAsyncArriveNoinc(sm.k_full + s);
       MbarWait(sm.v_empty + s, parity);
-      gather_kv(v, it, &sV(col, row0, s), v_step);
+      gather_kv(v, tile.kt, &sV(col, row0, s), v_step);
       CpAsyncArriveNoinc(sm.v_full + s);
     }
     asm volatile("cp.async.wait_all;\n" ::: "memory");  // nothing in flight at exit

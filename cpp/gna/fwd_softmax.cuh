@@ -68,27 +68,55 @@ __device__ __forceinline__ void MaskScores(TensorS& s, const int (&kv_tile)[3],
   }
 }
 
+// Largest of a row's values, as a tree (max is exact in any order; a chain would be kCols deep).
+template <int kCols, class TensorS>
+__device__ __forceinline__ float RowMax(const TensorS& s, int m) {
+  float v[kCols];
+#pragma unroll
+  for (int n = 0; n < kCols; ++n) v[n] = s(m, n);
+#pragma unroll
+  for (int w = 1; w < kCols; w *= 2) {
+#pragma unroll
+    for (int i = 0; i + w < kCols; i += 2 * w) v[i] = fmaxf(v[i], v[i + w]);
+  }
+  return v[0];
+}
+
+// A row's exponentials are taken against a base, its running maximum when last raised. The base
+// is raised (and the output rescaled) only where the maximum grows by more than kRebaseLog2
+// (log2 units of scaled scores), so probabilities stay below 2^kRebaseLog2, well inside the
+// fp32 sums and the bf16/fp16 P operand, and most tiles skip the output rescale
+// (FlashAttention-4's conditional rescaling; exact: the sum, the output and the LSE share the
+// base).
+constexpr float kRebaseLog2 = 8.f;
+
 // One online-softmax step on raw scores (the scale is positive, so the raw maximum is the
-// scaled one): updates each row's running max (raw units) and sum, turns `s` into
-// probabilities exp2(s * scale_log2 - max * scale_log2) and rescales the output accumulator
-// `o` (both in (rows, cols) views). A row is spread over 4 consecutive lanes: maxima are shared
-// (xor 1, 2), sums stay per lane until the end.
+// scaled one): updates each row's base (raw units, `row_max`) and sum, turns `s` into
+// probabilities exp2(s * scale_log2 - base * scale_log2) and rescales the output accumulator
+// `o` (both in (rows, cols) views) where a warp raised a base. A row is spread over 4
+// consecutive lanes: maxima are shared (xor 1, 2), sums stay per lane until the end.
 template <int kRows, class TensorS, class TensorO>
 __device__ __forceinline__ void OnlineSoftmax(TensorS& s, TensorO& o, float (&row_max)[kRows],
                                               float (&row_sum)[kRows], float scale_log2) {
   using namespace cute;
   constexpr int kCols = decltype(size<1>(s))::value;
+  float alpha[kRows];
+  bool raised = false;
 #pragma unroll
   for (int m = 0; m < kRows; ++m) {
-    float mx = row_max[m];
-#pragma unroll
-    for (int n = 0; n < kCols; ++n) mx = fmaxf(mx, s(m, n));
+    float mx = RowMax<kCols>(s, m);
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
+    // The first visible key always raises the base (alpha = exp2(-inf) = 0 on a zero output).
+    alpha[m] = 1.f;
+    if (mx > row_max[m] &&
+        (row_max[m] == -INFINITY || (mx - row_max[m]) * scale_log2 > kRebaseLog2)) {
+      alpha[m] = Exp2((row_max[m] - mx) * scale_log2);
+      row_max[m] = mx;
+      raised = true;
+    }
     // A row with nothing visible yet keeps base 0: exp2(-inf) = 0 everywhere, no NaN.
-    const float base = mx == -INFINITY ? 0.f : mx * scale_log2;
-    const float alpha = Exp2(fmaf(row_max[m], scale_log2, -base));
-    row_max[m] = mx;
+    const float base = row_max[m] == -INFINITY ? 0.f : row_max[m] * scale_log2;
     float sum = 0.f;
 #pragma unroll
     for (int n = 0; n < kCols; ++n) {
@@ -96,9 +124,14 @@ __device__ __forceinline__ void OnlineSoftmax(TensorS& s, TensorO& o, float (&ro
       s(m, n) = e;
       sum += e;
     }
-    row_sum[m] = fmaf(row_sum[m], alpha, sum);
+    row_sum[m] = fmaf(row_sum[m], alpha[m], sum);
+  }
+  if (__any_sync(0xffffffff, raised)) {
 #pragma unroll
-    for (int n = 0; n < size<1>(o); ++n) o(m, n) *= alpha;
+    for (int m = 0; m < kRows; ++m) {
+#pragma unroll
+      for (int n = 0; n < size<1>(o); ++n) o(m, n) *= alpha[m];
+    }
   }
 }
 

@@ -20,13 +20,6 @@ struct WorkTile {
   int kv_count[3];
   int num_kv;
 
-  __device__ __forceinline__ void KvTile(int it, int (&kt)[3]) const {
-    kt[2] = ax[2].kv_lo + it % kv_count[2];
-    it /= kv_count[2];
-    kt[1] = ax[1].kv_lo + it % kv_count[1];
-    kt[0] = ax[0].kv_lo + it / kv_count[1];
-  }
-
   // First token of KV tile `kt` (raster index in one batch entry) and, per axis, how many of
   // its rows lie inside the group (the tile is interior when all of them do).
   __device__ __forceinline__ int64_t KvTileStart(const int (&kt)[3], const FwdParams& p,
@@ -57,6 +50,29 @@ struct WorkTile {
 #pragma unroll
     for (int a = 0; a < 3; ++a) j[a] = ax[a].q_start + c[a];
     return TokenOf(j, ax, p, token);
+  }
+};
+
+// Walks a work item's KV tiles in visiting order (axis 2 fastest, then 1, then 0) without
+// divisions: the consumers need each tile's coordinates right after their GEMMs, where two
+// integer divisions per tile cost 14% of the dense case's stall samples (Nsight Compute, H100).
+struct KvTileCursor {
+  int kt[3];  // the current tile, per axis
+  int lo1, hi1, lo2, hi2;
+
+  __device__ __forceinline__ explicit KvTileCursor(const WorkTile& w)
+      : kt{w.ax[0].kv_lo, w.ax[1].kv_lo, w.ax[2].kv_lo},
+        lo1(w.ax[1].kv_lo),
+        hi1(w.ax[1].kv_hi),
+        lo2(w.ax[2].kv_lo),
+        hi2(w.ax[2].kv_hi) {}
+
+  __device__ __forceinline__ void Advance() {
+    if (++kt[2] < hi2) return;
+    kt[2] = lo2;
+    if (++kt[1] < hi1) return;
+    kt[1] = lo1;
+    ++kt[0];
   }
 };
 

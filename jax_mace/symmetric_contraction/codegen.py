@@ -28,7 +28,7 @@ Node outputs are stored per node (vector stores); species outputs are summed per
 registers when inlined, else in shared memory), summed over the groups at the end and added to
 the ``[S, m, C]`` outputs atomically (zeroed by the launcher). Tuning overrides, read at import:
 ``JAX_MACE_SYMJIT_NODES``, ``_SYNC``, ``_GROUPED_KB``, ``_INLINE_KB``, ``_SWEEP_INLINE_KB``,
-``_MIN_BLOCKS``, ``_SWEEP``, ``_UNSORTED``.
+``_MIN_BLOCKS``, ``_LARGE_KB``, ``_SWEEP``, ``_UNSORTED``.
 """
 
 from __future__ import annotations
@@ -419,8 +419,8 @@ MIN_BLOCKS = (
 SMALL_INLINED_CODE_BYTES = 12 * 1024
 # Fully inlined kernels above this size ask for 3 resident blocks instead of 4 (H100, MACE-MP-L's
 # backward, 103 KB: 3 blocks 9-24% faster than 4, which spill 660 bytes; 2-11% faster than 2
-# blocks or no minimum).
-LARGE_INLINED_CODE_BYTES = 64 * 1024
+# blocks or no minimum; MACE-MP-M's backward, 49 KB: forward+backward 2-3% faster with 3).
+LARGE_INLINED_CODE_BYTES = 1024 * int(os.environ.get("JAX_MACE_SYMJIT_LARGE_KB", "48"))
 
 
 def inlined(program: Program) -> bool:
