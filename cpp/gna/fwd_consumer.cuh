@@ -112,7 +112,10 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
 
   // Block 0: S(0) = Q K(0)^T.
   KvTileCursor tile(w);
-  bool unmasked = w.Unmasked(tile.kt);
+  // The unmasked box in registers: the test runs every tile (WorkTile lives in shared memory).
+  const int full_lo[3] = {w.ax[0].full_lo, w.ax[1].full_lo, w.ax[2].full_lo};
+  const int full_hi[3] = {w.ax[0].full_hi, w.ax[1].full_hi, w.ax[2].full_hi};
+  bool unmasked = tile.Unmasked(full_lo, full_hi);
   MbarWait(k_full, 0);
   fence_loads();
   NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
@@ -131,7 +134,7 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
     const int s = it % kS;
     const int sp = (it - 1) % kS;
     tile.Advance();
-    unmasked = w.Unmasked(tile.kt);
+    unmasked = tile.Unmasked(full_lo, full_hi);
     MbarWait(v_full + sp, ((it - 1) / kS) & 1);
     MbarWait(k_full + s, (it / kS) & 1);
     fence_loads();

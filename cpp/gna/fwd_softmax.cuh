@@ -100,21 +100,35 @@ __device__ __forceinline__ void OnlineSoftmax(TensorS& s, TensorO& o, float (&ro
                                               float (&row_sum)[kRows], float scale_log2) {
   using namespace cute;
   constexpr int kCols = decltype(size<1>(s))::value;
-  float alpha[kRows];
-  bool raised = false;
+  float old_max[kRows];
+  bool raise[kRows];
+  bool any = false;
 #pragma unroll
   for (int m = 0; m < kRows; ++m) {
     float mx = RowMax<kCols>(s, m);
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-    // The first visible key always raises the base (alpha = exp2(-inf) = 0 on a zero output).
-    alpha[m] = 1.f;
-    if (mx > row_max[m] &&
-        (row_max[m] == -INFINITY || (mx - row_max[m]) * scale_log2 > kRebaseLog2)) {
-      alpha[m] = Exp2((row_max[m] - mx) * scale_log2);
-      row_max[m] = mx;
-      raised = true;
+    // The first visible key always raises the base. Selects, not branches: this sits on the
+    // path from the GEMM wait to the exponentials.
+    old_max[m] = row_max[m];
+    raise[m] = (mx > old_max[m]) &
+               ((old_max[m] == -INFINITY) | ((mx - old_max[m]) * scale_log2 > kRebaseLog2));
+    row_max[m] = raise[m] ? mx : old_max[m];
+    any |= raise[m];
+  }
+  // Rare after the first tiles: one warp-uniform branch for the rescale factors (exp2(-inf) = 0
+  // on the first raise, where sum and output are still zero) and the rescale itself.
+  if (__any_sync(0xffffffff, any)) {
+#pragma unroll
+    for (int m = 0; m < kRows; ++m) {
+      const float alpha = raise[m] ? Exp2((old_max[m] - row_max[m]) * scale_log2) : 1.f;
+      row_sum[m] *= alpha;
+#pragma unroll
+      for (int n = 0; n < size<1>(o); ++n) o(m, n) *= alpha;
     }
+  }
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
     // A row with nothing visible yet keeps base 0: exp2(-inf) = 0 everywhere, no NaN.
     const float base = row_max[m] == -INFINITY ? 0.f : row_max[m] * scale_log2;
     float sum = 0.f;
@@ -124,14 +138,7 @@ __device__ __forceinline__ void OnlineSoftmax(TensorS& s, TensorO& o, float (&ro
       s(m, n) = e;
       sum += e;
     }
-    row_sum[m] = fmaf(row_sum[m], alpha[m], sum);
-  }
-  if (__any_sync(0xffffffff, raised)) {
-#pragma unroll
-    for (int m = 0; m < kRows; ++m) {
-#pragma unroll
-      for (int n = 0; n < size<1>(o); ++n) o(m, n) *= alpha[m];
-    }
+    row_sum[m] += sum;
   }
 }
 

@@ -36,13 +36,6 @@ struct WorkTile {
     return (x[0] * p.n[1] + x[1]) * p.n[2] + x[2];
   }
 
-  __device__ __forceinline__ bool Unmasked(const int (&kt)[3]) const {
-    bool full = true;
-#pragma unroll
-    for (int a = 0; a < 3; ++a) full = full && kt[a] >= ax[a].full_lo && kt[a] < ax[a].full_hi;
-    return full;
-  }
-
   // Token of row r of the Q tile; false for padding.
   __device__ __forceinline__ bool QToken(int r, const FwdParams& p, int64_t& token) const {
     int c[3], j[3];
@@ -66,6 +59,12 @@ struct KvTileCursor {
         hi1(w.ax[1].kv_hi),
         lo2(w.ax[2].kv_lo),
         hi2(w.ax[2].kv_hi) {}
+
+  // Whether the current tile lies inside every query's window on every axis (no mask needed).
+  __device__ __forceinline__ bool Unmasked(const int (&full_lo)[3], const int (&full_hi)[3]) const {
+    return (kt[0] >= full_lo[0]) & (kt[0] < full_hi[0]) & (kt[1] >= full_lo[1]) &
+           (kt[1] < full_hi[1]) & (kt[2] >= full_lo[2]) & (kt[2] < full_hi[2]);
+  }
 
   __device__ __forceinline__ void Advance() {
     if (++kt[2] < hi2) return;
