@@ -157,6 +157,21 @@ def test_sweep_only_where_it_is_cheaper(monkeypatch):
     assert not codegen.swept(large["bwd"])  # the sweep evaluates one node per call
 
 
+def test_no_loop_barrier_for_small_inlined_kernels(monkeypatch):
+    """Small fully inlined kernels (MACE-MP-S) run their node loop without a barrier; larger ones
+    keep one per loop step; JAX_MACE_SYMJIT_SYNC forces a level for all."""
+    monkeypatch.setattr(codegen, "SYNC_LEVEL", None)
+    monkeypatch.setattr(codegen, "NODES_PER_CALL", 1)
+    small = poly.programs(_paths(LMAX3, "0e", 3))
+    medium = poly.programs(_paths(LMAX3, "0e+1o", 3))
+    assert [codegen.sync_level(small[n]) for n in ("fwd", "bwd", "bwd_x")] == [0, 0, 0]
+    assert codegen.sync_level(small["bwd2"]) == 1 and codegen.sync_level(medium["fwd"]) == 1
+    # the species sums' flush keeps its barrier
+    assert codegen.generate(small["bwd"], "float").count("__syncthreads()") == 1
+    monkeypatch.setattr(codegen, "SYNC_LEVEL", 1)
+    assert codegen.generate(small["bwd"], "float").count("__syncthreads()") == 2
+
+
 def test_launch_bounds_by_code_size(monkeypatch):
     monkeypatch.setattr(codegen, "MIN_BLOCKS", None)
     monkeypatch.setattr(codegen, "NODES_PER_CALL", 1)

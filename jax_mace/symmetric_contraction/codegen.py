@@ -21,8 +21,9 @@ The code is long and straight-line (at two nodes per call, 85 KB for MACE-MP-L's
 about 280 KB for its backward), so instruction fetch, not arithmetic, limits it when the warps of
 a multiprocessor run different parts of it (Nsight Compute, H100, MP-L forward with one 4-warp
 block per chunk: ~40% of stall cycles waiting for an instruction). Blocks of several groups with
-a barrier per loop step (``JAX_MACE_SYMJIT_SYNC=1``, the default; 2 adds one after every output
-call, 0 none) leave few distinct instruction streams per multiprocessor.
+a barrier per loop step (``JAX_MACE_SYMJIT_SYNC=1``, the default for all but small kernels,
+see :func:`sync_level`; 2 adds one after every output call, 0 none) leave few distinct
+instruction streams per multiprocessor.
 
 Node outputs are stored per node (vector stores); species outputs are summed per group (in
 registers when inlined, else in shared memory), summed over the groups at the end and added to
@@ -49,8 +50,11 @@ BLOCK_THREADS = 128
 # One node per call against two, H100: MACE-MP-L 3-8% faster, MACE-MP-M's forward+backward 11%
 # faster at 10k nodes and 2% slower at 50k (fewer registers, half the code; docs/symcon_cuda.md).
 NODES_PER_CALL = int(os.environ.get("JAX_MACE_SYMJIT_NODES", "1"))
-# Barriers that keep a block's warps on the same code: 0 none, 1 per loop step, 2 per output.
-SYNC_LEVEL = int(os.environ.get("JAX_MACE_SYMJIT_SYNC", "1"))
+# Barriers that keep a block's warps on the same code: 0 none, 1 per loop step, 2 per output;
+# forced by JAX_MACE_SYMJIT_SYNC, else :func:`sync_level` decides per program.
+SYNC_LEVEL = (
+    int(os.environ["JAX_MACE_SYMJIT_SYNC"]) if "JAX_MACE_SYMJIT_SYNC" in os.environ else None
+)
 MAX_NODE_ARRAYS = 3
 MAX_SPECIES_ARRAYS = 2
 MAX_NODE_OUTPUTS = 2
@@ -449,6 +453,17 @@ def min_blocks(program: Program) -> int:
     return 3 if all_inlined and code_bytes(program) > LARGE_INLINED_CODE_BYTES else 4
 
 
+def sync_level(program: Program) -> int:
+    """Barriers in ``program``'s node loop (``SYNC_LEVEL`` if forced): none for small fully
+    inlined kernels, whose code fits the instruction cache anyway (H100, MACE-MP-S: forward 2-8%
+    and forward+backward 1.5-1.7% faster without; MACE-MP-M's forward+backward up to 2% slower),
+    else one per loop step."""
+    if SYNC_LEVEL is not None:
+        return SYNC_LEVEL
+    all_inlined = inlined(program) and (not swept(program) or sweep_inlined(program))
+    return 0 if all_inlined and code_bytes(program) <= SMALL_INLINED_CODE_BYTES else 1
+
+
 def grouped(program: Program) -> bool:
     """Whether ``program``'s kernel is built for blocks of several groups (else one group:
     ``__launch_bounds__``, see ``generate``, and node outputs kept in registers for vector
@@ -521,7 +536,8 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
     acc_regs: list[str] = []  # inlined: species sums in registers, stored once at the end
     acc_store: list[str] = []
     ind = "    "
-    sync_call = [f"{ind}__syncthreads();"] if SYNC_LEVEL >= 2 else []
+    sync = sync_level(program)
+    sync_call = [f"{ind}__syncthreads();"] if sync >= 2 else []
     # Node set r is node i + r of the chunk, or zeros past its end and in lanes past the last
     # channel (every species-output monomial holds a node value, so zeros add nothing there;
     # node outputs are stored only for real nodes). Every thread makes every call, so the
@@ -610,7 +626,7 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
             if is_inlined:
                 acc_regs.append(f"  {t} sacc{arr}_{comp} = 0;")
                 acc_store.append(f"  nv[{slot * BLOCK_THREADS}] = sacc{arr}_{comp};")
-    if SYNC_LEVEL == 1:
+    if sync == 1:
         body.append(f"{ind}__syncthreads();")
 
     zero_rows = [
