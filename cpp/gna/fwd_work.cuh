@@ -75,16 +75,19 @@ struct KvTileCursor {
   }
 };
 
+// 32-bit index arithmetic: the launch has fewer than 2^31 CTAs (LaunchWs), so every quotient
+// fits, and 64-bit divisions would lengthen the prologue every CTA waits for.
 __device__ __forceinline__ void LoadWork(const FwdParams& p, WorkTile& w) {
-  int64_t work = blockIdx.x;
-  int64_t tile = work % p.q_tiles;  // Q tile fastest: CTAs running together share KV in L2
-  work /= p.q_tiles;
-  w.head = static_cast<int>(work % p.heads_q);
+  int work = static_cast<int>(blockIdx.x);
+  const int q_tiles = static_cast<int>(p.q_tiles);
+  int tile = work % q_tiles;  // Q tile fastest: CTAs running together share KV in L2
+  work /= q_tiles;
+  w.head = work % p.heads_q;
   w.batch = work / p.heads_q;
   w.head_kv = w.head / (p.heads_q / p.heads_kv);
 #pragma unroll
   for (int a = 2; a >= 0; --a) {
-    const int idx = static_cast<int>(tile % p.num_tiles[a]);
+    const int idx = tile % p.num_tiles[a];
     tile /= p.num_tiles[a];
     w.ax[a] = LoadAxisTile(p.tables + p.axis_off[a] + 8 * idx);
   }
