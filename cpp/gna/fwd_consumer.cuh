@@ -86,10 +86,8 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
   };
   // The tile's coordinates and mask test are worked out before its GEMMs are waited for.
   auto softmax = [&](const int (&kt)[3], bool unmasked) {
-#ifndef JAXK_GNA_PROBE_NO_SOFTMAX  // timing probe only (wrong results): GEMMs and sync alone
     if (!unmasked) MaskScores<kRows>(s_rc, kt, win, p, col_of);
     OnlineSoftmax<kRows>(s_rc, acc_o_rc, row_max, row_sum, p.scale_log2);
-#endif
 #pragma unroll
     for (int i = 0; i < size(acc_s); ++i) p_regs(i) = static_cast<Element>(acc_s(i));
   };
