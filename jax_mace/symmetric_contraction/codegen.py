@@ -437,6 +437,11 @@ def sweep_inlined(program: Program) -> bool:
     return _part_bytes(program, swept(program), NODES_PER_CALL)[1] <= SWEEP_INLINE_CODE_BYTES
 
 
+def fully_inlined(program: Program) -> bool:
+    """Whether every function of ``program``'s kernel is inlined (output and sweep functions)."""
+    return inlined(program) and (not swept(program) or sweep_inlined(program))
+
+
 def min_blocks(program: Program) -> int:
     """``__launch_bounds__`` minimum of resident blocks for ``program``'s one-group kernel (0:
     none). 4 (<= 128 registers): left free, ptxas gave MACE-MP-L's backward (called functions)
@@ -447,7 +452,7 @@ def min_blocks(program: Program) -> int:
         return 0
     if MIN_BLOCKS is not None:
         return MIN_BLOCKS
-    all_inlined = inlined(program) and (not swept(program) or sweep_inlined(program))
+    all_inlined = fully_inlined(program)
     if all_inlined and code_bytes(program) <= SMALL_INLINED_CODE_BYTES:
         return 6
     return 3 if all_inlined and code_bytes(program) > LARGE_INLINED_CODE_BYTES else 4
@@ -460,8 +465,8 @@ def sync_level(program: Program) -> int:
     else one per loop step."""
     if SYNC_LEVEL is not None:
         return SYNC_LEVEL
-    all_inlined = inlined(program) and (not swept(program) or sweep_inlined(program))
-    return 0 if all_inlined and code_bytes(program) <= SMALL_INLINED_CODE_BYTES else 1
+    small = fully_inlined(program) and code_bytes(program) <= SMALL_INLINED_CODE_BYTES
+    return 0 if small else 1
 
 
 def grouped(program: Program) -> bool:
