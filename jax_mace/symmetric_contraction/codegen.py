@@ -270,6 +270,11 @@ _PARAMS = (
 _ARGS = "nv, srow0, srow1, cs"
 
 
+def _node_vars(poly: Poly) -> set[int]:
+    """The node variables (not species values) that occur in ``poly``."""
+    return {v for mono in poly for v in mono if not decode(v)[0]}
+
+
 def _node_value_loads(node_vars: set[int], program: Program, ctype: str) -> list[str]:
     """Declarations ``n<array>_<comp>_<r>`` of the node values ``node_vars`` of every node set,
     read from this thread's smem column (the names :class:`_Emitter` uses)."""
@@ -295,8 +300,7 @@ def _output_function(
     vals = f"Vals<{ctype}, {NODES_PER_CALL}>"
     kind = "__forceinline__" if inline else "__noinline__"
     lines = [f"__device__ {kind} {vals} {name}({_PARAMS.format(t=ctype)}) {{"]
-    node_vars = {v for mono in poly for v in mono if not decode(v)[0]}
-    lines += _node_value_loads(node_vars, program, ctype)
+    lines += _node_value_loads(_node_vars(poly), program, ctype)
     em = _Emitter(ctype)
     values = em.value(build_trie(poly), "  ")
     lines += em.lines + [f"  return {vals}{{{{{', '.join(values)}}}}};", "}"]
@@ -321,7 +325,7 @@ def _sweep_function(
     used = set()
     for step in function.steps:
         if step[0] == "poly":
-            used |= {v for mono in step[2] for v in mono if not decode(v)[0]}
+            used |= _node_vars(step[2])
         else:
             used |= {int(a[1:]) for a in step[2:] if isinstance(a, str) and a[0] == "v"}
     lines += _node_value_loads(used, program, t)  # one node set: swept programs only
@@ -442,6 +446,12 @@ def fully_inlined(program: Program) -> bool:
     return inlined(program) and (not swept(program) or sweep_inlined(program))
 
 
+def small_kernel(program: Program) -> bool:
+    """Fully inlined and at most ``SMALL_INLINED_CODE_BYTES`` of code (MACE-MP-S's forward and
+    backwards): 6 resident blocks and no barrier in the node loop."""
+    return fully_inlined(program) and code_bytes(program) <= SMALL_INLINED_CODE_BYTES
+
+
 def min_blocks(program: Program) -> int:
     """``__launch_bounds__`` minimum of resident blocks for ``program``'s one-group kernel (0:
     none). 4 (<= 128 registers): left free, ptxas gave MACE-MP-L's backward (called functions)
@@ -452,10 +462,9 @@ def min_blocks(program: Program) -> int:
         return 0
     if MIN_BLOCKS is not None:
         return MIN_BLOCKS
-    all_inlined = fully_inlined(program)
-    if all_inlined and code_bytes(program) <= SMALL_INLINED_CODE_BYTES:
+    if small_kernel(program):
         return 6
-    return 3 if all_inlined and code_bytes(program) > LARGE_INLINED_CODE_BYTES else 4
+    return 3 if fully_inlined(program) and code_bytes(program) > LARGE_INLINED_CODE_BYTES else 4
 
 
 def sync_level(program: Program) -> int:
@@ -465,8 +474,7 @@ def sync_level(program: Program) -> int:
     else one per loop step."""
     if SYNC_LEVEL is not None:
         return SYNC_LEVEL
-    small = fully_inlined(program) and code_bytes(program) <= SMALL_INLINED_CODE_BYTES
-    return 0 if small else 1
+    return 0 if small_kernel(program) else 1
 
 
 def grouped(program: Program) -> bool:

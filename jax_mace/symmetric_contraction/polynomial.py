@@ -139,10 +139,11 @@ def programs(paths: PathList) -> dict[str, Program]:
     wrt = {v: (0, i) for i, v in enumerate(x)} | {v: (1, i) for i, v in enumerate(w)}
     grads = _vjp(out, g, wrt)
     gx, gw = _collect(grads, 0, k), _collect(grads, 1, nw)
-    bwd = Program("bwd", (k, m), (nw,), (gx,), (gw,), Sweep(0, 0, 1, tuple(out)))
+    sweep = Sweep(0, 0, 1, tuple(out))  # gx: the VJP of out for x, cotangent g
+    bwd = Program("bwd", (k, m), (nw,), (gx,), (gw,), sweep)
     # gx alone, for weights that need no gradient (force inference): no species outputs, so it
     # runs on unsorted nodes.
-    bwd_x = Program("bwd_x", (k, m), (nw,), (gx,), (), Sweep(0, 0, 1, tuple(out)))
+    bwd_x = Program("bwd_x", (k, m), (nw,), (gx,), (), sweep)
 
     # L = hx . gx + hW . gW; its gradient w.r.t. (x, g, W) is the VJP of bwd.
     hx = [node_var(2, i) for i in range(k)]
