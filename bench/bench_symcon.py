@@ -301,6 +301,15 @@ def run_info() -> dict:
     return info
 
 
+def results_file(out: str | Path, kind: str, gpu: str) -> Path:
+    """``<out>/<kind>_<gpu>.json`` (the GPU name with every non-alphanumeric run as ``_``); makes
+    the folder."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "".join(ch if ch.isalnum() else "_" for ch in gpu).strip("_")
+    return folder / f"{kind}_{name}.json"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/results")
@@ -364,10 +373,7 @@ def main() -> None:
 
         result["train"] = train_step_bench()
         print(json.dumps(result["train"], indent=1), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = "symcon_" + "".join(ch if ch.isalnum() else "_" for ch in info["gpu"]).strip("_")
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    results_file(args.out, "symcon", info["gpu"]).write_text(json.dumps(result, indent=1))
     print(f"\n{info['gpu']}  (copy bandwidth {bw / 1e12:.2f} TB/s)")
     print(
         f"{'case':<12}{'ours fwd':>10}{'cuEq fwd':>10}{'x':>7}{'ours f+b':>10}{'cuEq f+b':>10}"

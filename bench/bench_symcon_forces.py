@@ -60,11 +60,8 @@ def main() -> None:
         for n in (10_000, 50_000):
             rows.append(forces_case(model, n))
             print(json.dumps(rows[-1]), flush=True)
-    name = "".join(ch if ch.isalnum() else "_" for ch in info["gpu"]).strip("_")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     result = {"info": info, "cases": rows}
-    (out / f"symcon_forces_{name}.json").write_text(json.dumps(result, indent=1))
+    bs.results_file(args.out, "symcon_forces", info["gpu"]).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -137,7 +137,6 @@ if __name__ == "__main__":
     res["gpu"] = jax.devices()[0].device_kind
     print(json.dumps(res, indent=1))
     if args.out:
-        name = "".join(ch if ch.isalnum() else "_" for ch in res["gpu"]).strip("_")
-        path = Path(args.out) / f"symcon_train_{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res, indent=1))
+        from bench_symcon import results_file  # this folder: run as bench/bench_symcon_train.py
+
+        results_file(args.out, "symcon_train", res["gpu"]).write_text(json.dumps(res, indent=1))
