@@ -538,3 +538,32 @@ def test_gpu_symjit_errors_name_the_problem(monkeypatch):
             run()
     jit.kernel_key.cache_clear()
     jax.clear_caches()
+
+
+@pytest.mark.gpu
+def test_gpu_symjit_checks_the_sort_arrays():
+    """The FFI handler checks the sort arrays against the nodes before launching: `perm` must
+    have one entry per node (sorted or not); `items` [I, 4] and `nitems` [1] only where the
+    kernel walks the species sort."""
+    from jax_mace.symmetric_contraction import cuda as cu
+    from jax_mace.symmetric_contraction import jit
+
+    paths = _paths(*SMALL[1])
+    x, w, sp = _inputs(paths, n=40, c=8, s=3, dtype=np.float32, seed=0, pad=0)
+    g = jnp.ones((40, 8, paths.num_out), jnp.float32)
+    perm, items, nitems = cu._sort(sp, w.shape[0])
+
+    def launch(name, node_in, sort):
+        outs = jit._launch(paths, name, node_in, [w], sort)
+        return jax.block_until_ready(outs)
+
+    with pytest.raises(Exception, match=r"perm \[N\] expected"):
+        launch("fwd", [x], (sp[:-1],))  # unsorted: perm carries the species
+    with pytest.raises(Exception, match=r"perm \[N\] expected"):
+        launch("bwd", [x, g], (perm[:-1], items, nitems))
+    with pytest.raises(Exception, match=r"items \[I, 4\] and nitems \[1\] expected"):
+        launch("bwd", [x, g], (perm, items[:, :3], nitems))
+    with pytest.raises(Exception, match=r"items \[I, 4\] and nitems \[1\] expected"):
+        launch("bwd", [x, g], (perm, items, jnp.zeros(2, jnp.int32)))
+    (gx,), (gw,) = launch("bwd", [x, g], (perm, items, nitems))  # the same call, well formed
+    assert gx.shape == x.shape and gw.shape == w.shape
