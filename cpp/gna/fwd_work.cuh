@@ -17,8 +17,7 @@ struct WorkTile {
   int64_t batch;
   int head;
   int head_kv;
-  int kv_count[3];
-  int num_kv;
+  int num_kv;  // KV tiles visited (KvTileCursor walks them)
 
   // First token of KV tile `kt` (raster index in one batch entry) and, per axis, how many of
   // its rows lie inside the group (the tile is interior when all of them do).
@@ -93,10 +92,7 @@ __device__ __forceinline__ void LoadWork(const FwdParams& p, WorkTile& w) {
   }
   w.num_kv = 1;
 #pragma unroll
-  for (int a = 0; a < 3; ++a) {
-    w.kv_count[a] = w.ax[a].kv_hi - w.ax[a].kv_lo;
-    w.num_kv *= w.kv_count[a];
-  }
+  for (int a = 0; a < 3; ++a) w.num_kv *= w.ax[a].kv_hi - w.ax[a].kv_lo;
 }
 
 }  // namespace jaxk::gna
