@@ -9,9 +9,12 @@ speedup, the simulator's bound for the tile shape used, and effective TFLOP/s
 
 Every case here takes the TMA producer of the kernel (dilation 1, head_dim 128); ``--ab`` also
 times the cp.async producer in the same run (``JAXK_GNA_FORCE_CPASYNC=1``, read by the kernel's
-FFI handler at every call) and records ``gna_cpasync_ms``.
+FFI handler at every call) and records ``gna_cpasync_ms``; ``--persistent-ab`` times one CTA per Q
+tile (``JAXK_GNA_PERSISTENT=0``) against the default persistent schedule
+(``gna_one_cta_per_tile_ms``).
 
 Usage: python bench/bench_gna.py --out bench/results [--cases flux4k_gna,dense_2d_128x128] [--ab]
+       [--persistent-ab]
 """
 
 from __future__ import annotations
@@ -66,16 +69,17 @@ def time_fn(fn, args, min_time: float = 0.5, repeats: int = 5) -> dict:
 _DENSE_CACHE: dict = {}
 
 
-def time_cpasync(fn, args) -> dict:
-    """``fn`` timed with the kernel's cp.async producer forced."""
-    os.environ["JAXK_GNA_FORCE_CPASYNC"] = "1"
+def time_with_env(fn, args, var: str, value: str) -> dict:
+    """``fn`` timed with the environment variable ``var`` (read by the kernel's FFI handler at
+    every call) set to ``value``."""
+    os.environ[var] = value
     try:
         return time_fn(fn, args)
     finally:
-        del os.environ["JAXK_GNA_FORCE_CPASYNC"]
+        del os.environ[var]
 
 
-def run_case(name: str, spec, rng_key, ab: bool = False) -> dict:
+def run_case(name: str, spec, rng_key, ab: bool = False, persistent_ab: bool = False) -> dict:
     grid, window, stride, heads, tile = spec
     params = make_params(grid, window, stride)
     q_tile, kv_tile = cuda_backend.resolve_tiles(params, HEAD_DIM, tile, tile)
@@ -126,9 +130,13 @@ def run_case(name: str, spec, rng_key, ab: bool = False) -> dict:
         "cudnn_tflops": flops_dense / t_dense["median_s"] / 1e12,
     }
     if ab:
-        t_cp = time_cpasync(gna, (q, k, v))
+        t_cp = time_with_env(gna, (q, k, v), "JAXK_GNA_FORCE_CPASYNC", "1")
         row["gna_cpasync_ms"] = 1e3 * t_cp["median_s"]
         row["tma_speedup_over_cpasync"] = t_cp["median_s"] / t_gna["median_s"]
+    if persistent_ab:
+        t_one = time_with_env(gna, (q, k, v), "JAXK_GNA_PERSISTENT", "0")
+        row["gna_one_cta_per_tile_ms"] = 1e3 * t_one["median_s"]
+        row["persistent_speedup"] = t_one["median_s"] / t_gna["median_s"]
     return row
 
 
@@ -137,9 +145,16 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--ab", action="store_true", help="also time the cp.async producer")
+    parser.add_argument(
+        "--persistent-ab",
+        action="store_true",
+        help="also time one CTA per Q tile (JAXK_GNA_PERSISTENT=0) against the persistent kernel",
+    )
     args = parser.parse_args()
     if os.environ.get("JAXK_GNA_FORCE_CPASYNC", "0") not in ("", "0"):
         raise SystemExit("unset JAXK_GNA_FORCE_CPASYNC (use --ab to time the cp.async producer)")
+    if os.environ.get("JAXK_GNA_PERSISTENT", "1") == "0":
+        raise SystemExit("unset JAXK_GNA_PERSISTENT (use --persistent-ab to time it off)")
 
     status = __import__("jax_gna").cuda_status()
     if not status.available:
@@ -149,7 +164,7 @@ def main() -> None:
     key = jax.random.PRNGKey(0)
     for name in args.cases.split(","):
         key, sub = jax.random.split(key)
-        row = run_case(name, CASES[name], sub, args.ab)
+        row = run_case(name, CASES[name], sub, args.ab, args.persistent_ab)
         rows.append(row)
         print(
             f"{name:18s} gna {row['gna_ms']:9.3f} ms  cudnn {row['cudnn_ms']:9.3f} ms  "
@@ -162,6 +177,12 @@ def main() -> None:
             print(
                 f"{'':18s} cp.async producer {row['gna_cpasync_ms']:9.3f} ms  "
                 f"TMA speedup {row['tma_speedup_over_cpasync']:5.2f}x",
+                flush=True,
+            )
+        if args.persistent_ab:
+            print(
+                f"{'':18s} one CTA per Q tile {row['gna_one_cta_per_tile_ms']:9.3f} ms  "
+                f"persistent speedup {row['persistent_speedup']:5.3f}x",
                 flush=True,
             )
     try:
@@ -181,6 +202,8 @@ def main() -> None:
         "head_dim": HEAD_DIM,
         "batch": 1,
         "producer": "TMA (gna_ms), cp.async (gna_cpasync_ms)" if args.ab else "TMA",
+        "schedule": "persistent, one CTA per SM (gna_ms)"
+        + (", one CTA per Q tile (gna_one_cta_per_tile_ms)" if args.persistent_ab else ""),
         "timing": "median of 5 repeats of back-to-back jitted calls, after warm-up",
     }
     out = Path(args.out)

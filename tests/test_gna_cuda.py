@@ -368,6 +368,53 @@ def test_producer_report(cfg, force, expect, monkeypatch, capfd):
     assert expect in capfd.readouterr().err
 
 
+# More work items than an H100/H200 has SMs, with KV-tile counts that differ between work items
+# (windows clipped at the borders, causal), so persistent CTAs run several of each kind.
+PERSISTENT_CASES = {
+    "2d_na_borders": _edge((48, 64), (13, 11), head_dim=128, hq=4, hk=2, b=2),
+    "1d_causal_many": _edge((4096,), 300, 1, 1, True, 64, hq=3, hk=1, b=2),
+    "3d_strided_f16": _edge((4, 16, 32), (3, 9, 7), (1, 2, 3), head_dim=32, dtype="float16", hq=10),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(PERSISTENT_CASES))
+def test_persistent_matches_one_cta_per_tile(name, monkeypatch):
+    """The persistent TMA kernel (default: one CTA per SM walking several work items) gives the
+    same bits as one CTA per work item (JAXK_GNA_PERSISTENT=0), and both match the brute force."""
+    from jax_gna import cuda_backend
+
+    cfg = PERSISTENT_CASES[name]
+    q, k, v = _inputs(cfg, 3)
+    scale = cfg["head_dim"] ** -0.5
+
+    def run():
+        out, lse = cuda_backend.gna_forward_cuda(q, k, v, cfg["params"], scale)
+        return np.asarray(out), np.asarray(lse)
+
+    monkeypatch.delenv("JAXK_GNA_FORCE_CPASYNC", raising=False)
+    monkeypatch.delenv("JAXK_GNA_PERSISTENT", raising=False)
+    out, lse = run()
+    monkeypatch.setenv("JAXK_GNA_PERSISTENT", "0")
+    one_out, one_lse = run()
+    np.testing.assert_array_equal(out, one_out)
+    np.testing.assert_array_equal(lse, one_lse)
+    check_config(cfg, seed=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("persistent", ["1", "0"])
+def test_persistent_report(persistent, monkeypatch, capfd):
+    """JAXK_GNA_DEBUG=1 reports the persistent launch (and its absence when switched off)."""
+    monkeypatch.setenv("JAXK_GNA_DEBUG", "1")
+    monkeypatch.delenv("JAXK_GNA_FORCE_CPASYNC", raising=False)
+    monkeypatch.setenv("JAXK_GNA_PERSISTENT", persistent)
+    check_config(PERSISTENT_CASES["2d_na_borders"])
+    err = capfd.readouterr().err
+    assert "TMA producer" in err
+    assert ("persistent (" in err) == (persistent == "1")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("ramp", ["rising", "falling", "steps"])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])

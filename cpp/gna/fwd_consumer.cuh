@@ -22,20 +22,30 @@
 
 namespace jaxk::gna {
 
+// Where a consumer's work item sits in the CTA's sequence: the ring position of its first KV
+// tile (advanced past its last on return), the parity of its Q phase, and whether it is the
+// CTA's first (the turn-taking hand-over).
+template <int kStages>
+struct TileSeq {
+  RingPos<kStages> ring;
+  uint32_t q_phase;
+  bool first;
+};
+
+// One work item of the two consumer warpgroups: waits for its Q tile, walks its KV tiles through
+// the ring, and hands the Q buffer back after its last Q K^T (q_empty: the producer may load
+// the next work item's Q while this one finishes). O is staged for coalesced stores in the
+// last K stage, which is handed back after the stores. Returns whether another work item follows.
 template <class Cfg, class TQ, class TK, class TV>
-__device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, TQ& sQ, TK& sK,
-                                        TV& sV, uint64_t* q_full, uint64_t* k_full,
-                                        uint64_t* v_full, uint64_t* k_empty, uint64_t* v_empty) {
+__device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& w, TQ& sQ, TK& sK,
+                                            TV& sV, const WsSmem<Cfg>& sm,
+                                            TileSeq<Cfg::kStages>& seq) {
   using namespace cute;
   using Element = typename Cfg::Element;
   constexpr int kD = Cfg::kHeadDim;
   constexpr int kBQ = Cfg::kBlockQ;
   constexpr int kBKV = Cfg::kBlockKV;
-  constexpr int kS = Cfg::kStages;
   const int tid = threadIdx.x;
-  const int64_t tokens = int64_t(p.n[0]) * p.n[1] * p.n[2];
-  const int64_t q_base = (w.batch * tokens * p.heads_q + w.head) * kD;
-  const int64_t q_stride = int64_t(p.heads_q) * kD;
   const int ctid = tid - Cfg::kProducerThreads;  // 0..255
   const int consumer = ctid / 128;               // owns Q rows [64 * consumer, +64)
   const int other = consumer ^ 1;
@@ -54,6 +64,13 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
   Tensor p_regs = make_tensor_like<Element>(acc_s);
   Tensor tOrP = make_tensor(p_regs.data(), AccumulatorAsA(p_regs.layout()));
   clear(acc_o);
+
+  // Consumer 0 issues first; consumer 1 hands it the first turn (later work items: the hand-over
+  // at the end of the previous one).
+  if (seq.first && consumer == 1) NamedArrive(kBarSchedule + 0, Cfg::kConsumerThreads);
+  // The producer wrote the work item before arriving on q_full.
+  MbarWait(sm.q_full, seq.q_phase);
+  const bool has_next = w.has_next;
 
   Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBQ>, Int<kBKV>>{}));
   Tensor tScS_rc = make_tensor(tScS.data(), RowColView(tScS.layout()));
@@ -98,77 +115,86 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
     if constexpr (!Cfg::kTma) FenceToAsyncProxy();
   };
 
-  // The warp's wgmma reads of a stage are complete: one lane hands it back.
+  // The warp's wgmma reads of a stage (or of Q) are complete: one lane hands it back.
   auto release = [&](uint64_t* empty) {
     __syncwarp();
     if (ctid % 32 == 0) MbarArrive(empty);
   };
-
-  // Consumer 0 issues first; consumer 1 hands it the first turn.
-  if (consumer == 1) NamedArrive(kBarSchedule + 0, Cfg::kConsumerThreads);
-  MbarWait(q_full, 0);
 
   // Block 0: S(0) = Q K(0)^T.
   KvTileCursor tile(w);
   // The unmasked box in registers: the test runs every tile (WorkTile lives in shared memory).
   const int full_lo[3] = {w.ax[0].full_lo, w.ax[1].full_lo, w.ax[2].full_lo};
   const int full_hi[3] = {w.ax[0].full_hi, w.ax[1].full_hi, w.ax[2].full_hi};
+  const int num_kv = w.num_kv;
   bool unmasked = tile.Unmasked(full_lo, full_hi);
-  MbarWait(k_full, 0);
+  RingPos<Cfg::kStages> k_pos = seq.ring;  // K of the current KV tile
+  MbarWait(sm.k_full + k_pos.stage, k_pos.phase);
   fence_loads();
   NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
   warpgroup_fence_operand(acc_s);
   warpgroup_arrive();
-  issue_qk(0);
+  issue_qk(k_pos.stage);
   warpgroup_commit_batch();
   NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
   warpgroup_wait<0>();
   warpgroup_fence_operand(acc_s);
-  release(k_empty);
+  // The last K stage stages O (below).
+  if (num_kv > 1) release(sm.k_empty + k_pos.stage);
   softmax(tile.kt, unmasked);
 
   // Block it: O += P(it-1) V(it-1) and S(it) = Q K(it)^T, then the softmax of S(it).
-  for (int it = 1; it < w.num_kv; ++it) {
-    const int s = it % kS;
-    const int sp = (it - 1) % kS;
+  RingPos<Cfg::kStages> v_pos = k_pos;  // V of the previous KV tile
+  for (int it = 1; it < num_kv; ++it) {
+    k_pos.Advance();
     tile.Advance();
     unmasked = tile.Unmasked(full_lo, full_hi);
-    MbarWait(v_full + sp, ((it - 1) / kS) & 1);
-    MbarWait(k_full + s, (it / kS) & 1);
+    MbarWait(sm.v_full + v_pos.stage, v_pos.phase);
+    MbarWait(sm.k_full + k_pos.stage, k_pos.phase);
     fence_loads();
     NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
     warpgroup_fence_operand(acc_s);
     warpgroup_fence_operand(acc_o);
     warpgroup_arrive();
-    issue_pv(sp);
-    issue_qk(s);
+    issue_pv(v_pos.stage);
+    issue_qk(k_pos.stage);
     warpgroup_commit_batch();
     NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc_s);
     warpgroup_fence_operand(acc_o);
-    release(v_empty + sp);
-    release(k_empty + s);
+    release(sm.v_empty + v_pos.stage);
+    if (it + 1 < num_kv) release(sm.k_empty + k_pos.stage);
     softmax(tile.kt, unmasked);
+    v_pos = k_pos;
   }
+  // Every Q K^T of this work item has completed: the producer may load the next Q.
+  release(sm.q_empty);
 
-  // Last block: O += P V of the last tile. Consumer 1 skips its hand-over (nobody waits).
+  // Last block: O += P V of the last tile. Consumer 1 hands the turn over only if another work
+  // item follows (else nobody waits).
   {
-    const int sp = (w.num_kv - 1) % kS;
-    MbarWait(v_full + sp, ((w.num_kv - 1) / kS) & 1);
+    MbarWait(sm.v_full + v_pos.stage, v_pos.phase);
     fence_loads();
     NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
     warpgroup_fence_operand(acc_o);
     warpgroup_arrive();
-    issue_pv(sp);
+    issue_pv(v_pos.stage);
     warpgroup_commit_batch();
-    if (consumer == 0) NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
+    if (consumer == 0 || has_next) NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc_o);
+    release(sm.v_empty + v_pos.stage);
   }
+  seq.ring = v_pos;
+  seq.ring.Advance();
 
   // Epilogue: normalise, write the log-sum-exp (natural log), stage O through this consumer's
-  // own rows of sQ (the other consumer only reads its own rows), then 16-byte stores.
+  // own rows of the last K stage (its Q K^T is done; the producer waits for it), then 16-byte
+  // stores, and hand the stage back.
+  static_assert(kBQ == kBKV, "O is staged in a K stage");
+  Tensor sO = make_tensor(make_smem_ptr(&sK(0, 0, k_pos.stage)), typename Cfg::SmemLayoutQ{});
+  const int64_t tokens = int64_t(p.n[0]) * p.n[1] * p.n[2];
   Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kBQ>, Int<kD>>{}));
   Tensor tOcO_rc = make_tensor(tOcO.data(), RowColView(tOcO.layout()));
 #pragma unroll
@@ -179,13 +205,14 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
       p.lse[(w.batch * tokens + token) * p.heads_q + w.head] = lse;
     }
   }
-  Tensor tOsO = thr_pv.partition_C(sQ);
+  Tensor tOsO = thr_pv.partition_C(sO);
   Tensor o_regs = make_tensor_like<Element>(acc_o);
 #pragma unroll
   for (int i = 0; i < size(acc_o); ++i) o_regs(i) = static_cast<Element>(acc_o(i));
   cute::copy(o_regs, tOsO);
   NamedSync(kBarEpilogue + consumer, 128);
-  auto* o = static_cast<Element*>(p.o);
+  const int64_t q_stride = int64_t(p.heads_q) * kD;
+  auto* o = static_cast<Element*>(p.o) + (w.batch * tokens * p.heads_q + w.head) * kD;
   const int local = ctid % 128;
   const int chunk = local % Cfg::kChunksPerRow;
   constexpr int kRowsPerPass = 128 / Cfg::kChunksPerRow;
@@ -194,10 +221,14 @@ __device__ __forceinline__ void Consume(const FwdParams& p, const WorkTile& w, T
     const int r = 64 * consumer + local / Cfg::kChunksPerRow + i * kRowsPerPass;
     int64_t token;
     if (w.QToken(r, p, token)) {
-      *reinterpret_cast<uint4*>(o + q_base + token * q_stride + chunk * Cfg::kChunk) =
-          *reinterpret_cast<const uint4*>(&sQ(r, chunk * Cfg::kChunk));
+      *reinterpret_cast<uint4*>(o + token * q_stride + chunk * Cfg::kChunk) =
+          *reinterpret_cast<const uint4*>(&sO(r, chunk * Cfg::kChunk));
     }
   }
+  // Generic-proxy reads of the stage come before the producer's bulk copies overwrite it.
+  FenceToAsyncProxy();
+  release(sm.k_empty + k_pos.stage);
+  return has_next;
 }
 
 }  // namespace jaxk::gna

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "gna/fwd_params.h"
@@ -26,6 +27,37 @@ int Log2Exact(int64_t x) {
   int s = 0;
   while ((int64_t{1} << s) < x) ++s;
   return (int64_t{1} << s) == x ? s : -1;
+}
+
+// The persistent schedule of the TMA kernel: one CTA per SM of the current device (one fits per
+// SM) taking work items from a counter in XLA scratch memory, zeroed on the stream. Left off
+// (one CTA per work item) when the work items fit in one wave, or with JAXK_GNA_PERSISTENT=0
+// (A/B tests; read at every call).
+ffi::Error SchedulePersistent(cudaStream_t stream, ffi::ScratchAllocator& scratch, FwdParams& p) {
+  p.max_ctas = 0;
+  p.work_counter = nullptr;
+  if (const char* env = std::getenv("JAXK_GNA_PERSISTENT"); env != nullptr && env[0] == '0') {
+    return ffi::Error::Success();
+  }
+  int device = 0, sms = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess)
+    err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) {
+    return ffi::Error::Internal(std::string("gna_fwd: CUDA error: ") + cudaGetErrorString(err));
+  }
+  if (p.q_tiles * p.heads_q * p.batch <= sms) return ffi::Error::Success();
+  const std::optional<void*> counter = scratch.Allocate(sizeof(int32_t), alignof(int32_t));
+  if (!counter.has_value()) {
+    return ffi::Error::Internal("gna_fwd: no scratch memory for the work-item counter");
+  }
+  err = cudaMemsetAsync(*counter, 0, sizeof(int32_t), stream);
+  if (err != cudaSuccess) {
+    return ffi::Error::Internal(std::string("gna_fwd: CUDA error: ") + cudaGetErrorString(err));
+  }
+  p.max_ctas = sms;
+  p.work_counter = static_cast<int32_t*>(*counter);
+  return ffi::Error::Success();
 }
 
 // One launcher per (dtype, head_dim); head_dim 256 runs the non-specialised kernel. `tma`
@@ -60,10 +92,11 @@ cudaError_t Dispatch(ffi::DataType dtype, int64_t head_dim, const FwdParams& par
   return cudaSuccess;
 }
 
-ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
-                      Tables tables, ffi::Result<ffi::AnyBuffer> out, LseResult lse, int64_t rank,
-                      int64_t q_tile0, int64_t q_tile1, int64_t q_tile2, int64_t kv_tile0,
-                      int64_t kv_tile1, int64_t kv_tile2, int64_t dil0, int64_t dil1, int64_t dil2,
+ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::AnyBuffer q,
+                      ffi::AnyBuffer k, ffi::AnyBuffer v, Tables tables,
+                      ffi::Result<ffi::AnyBuffer> out, LseResult lse, int64_t rank, int64_t q_tile0,
+                      int64_t q_tile1, int64_t q_tile2, int64_t kv_tile0, int64_t kv_tile1,
+                      int64_t kv_tile2, int64_t dil0, int64_t dil1, int64_t dil2,
                       int64_t num_tiles0, int64_t num_tiles1, int64_t num_tiles2, int64_t axis_off0,
                       int64_t axis_off1, int64_t axis_off2, float scale) {
   const auto qd = q.dimensions();
@@ -129,10 +162,15 @@ ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, f
   FwdTmaMaps maps;
   const bool bf16 = q.element_type() == ffi::DataType::BF16;
   const char* no_tma = PrepareTmaMaps(p, head_dim, bf16, &maps);
+  if (no_tma == nullptr) {
+    if (ffi::Error err = SchedulePersistent(stream, scratch, p); err.failure()) return err;
+  }
   if (const char* debug = std::getenv("JAXK_GNA_DEBUG"); debug != nullptr && debug[0] == '1') {
-    std::fprintf(stderr, "jaxk_gna_fwd: head_dim %lld, %s producer%s%s\n",
+    std::fprintf(stderr, "jaxk_gna_fwd: head_dim %lld, %s producer%s%s",
                  static_cast<long long>(head_dim), no_tma ? "cp.async" : "TMA", no_tma ? ": " : "",
                  no_tma ? no_tma : "");
+    if (p.max_ctas > 0) std::fprintf(stderr, ", persistent (%d CTAs at most)", p.max_ctas);
+    std::fprintf(stderr, "\n");
   }
   bool found = false;
   const cudaError_t err =
@@ -153,6 +191,7 @@ ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::AnyBuffer q, ffi::AnyBuffer k, f
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GnaFwd, GnaFwdImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<ffi::ScratchAllocator>()
                                   .Arg<ffi::AnyBuffer>()         // q
                                   .Arg<ffi::AnyBuffer>()         // k
                                   .Arg<ffi::AnyBuffer>()         // v

@@ -26,32 +26,46 @@
 
 namespace jaxk::gna {
 
+// The Q tile of a work item, on q_full (whose arrival also publishes the work item).
 template <class Cfg>
-__device__ __forceinline__ void ProduceTma(const FwdParams& p, const WorkTile& w,
-                                           const FwdTmaMaps& maps, const WsSmem<Cfg>& sm) {
+__device__ __forceinline__ void ProduceQ(const WorkTile& w, const FwdTmaMaps& maps,
+                                         const WsSmem<Cfg>& sm) {
+  using namespace cute;
+  using Element = typename Cfg::Element;
+  constexpr int kD = Cfg::kHeadDim;
+  constexpr int kBox = Cfg::kAtomCols;
+  constexpr uint32_t kQBytes = Cfg::kBlockQ * kD * sizeof(Element);
+  static_assert(Cfg::kSmemQ * sizeof(Element) == kQBytes);
+  Tensor sQ = make_tensor(make_smem_ptr(sm.q), typename Cfg::SmemLayoutQ{});  // (q, d)
+  MbarArriveExpectTx(sm.q_full, kQBytes);
+#pragma unroll
+  for (int kb = 0; kb < kD / kBox; ++kb) {
+    TmaLoad5d(&maps.q, sm.q_full, &sQ(0, kb * kBox), w.head * kD + kb * kBox, w.ax[2].q_start,
+              w.ax[1].q_start, w.ax[0].q_start, static_cast<int>(w.batch));
+  }
+}
+
+// KV tiles of one work item; `ring` is the position of its first KV tile and
+// advances past its last.
+template <class Cfg>
+__device__ __forceinline__ void ProduceTileKv(const FwdParams& p, const WorkTile& w,
+                                              const FwdTmaMaps& maps, const WsSmem<Cfg>& sm,
+                                              RingPos<Cfg::kStages>& ring) {
   using namespace cute;
   using Element = typename Cfg::Element;
   constexpr int kD = Cfg::kHeadDim;
   constexpr int kS = Cfg::kStages;
   constexpr int kBox = Cfg::kAtomCols;
-  constexpr uint32_t kQBytes = Cfg::kBlockQ * kD * sizeof(Element);
   constexpr uint32_t kKvBytes = Cfg::kBlockKV * kD * sizeof(Element);
-  static_assert(Cfg::kSmemQ * sizeof(Element) == kQBytes && Cfg::kSmemK == kS * Cfg::kBlockKV * kD);
-  Tensor sQ = make_tensor(make_smem_ptr(sm.q), typename Cfg::SmemLayoutQ{});  // (q, d)
+  static_assert(Cfg::kSmemK == kS * Cfg::kBlockKV * kD);
   Tensor sK = make_tensor(make_smem_ptr(sm.k), typename Cfg::SmemLayoutK{});  // (kv, d, stage)
   Tensor sV = make_tensor(make_smem_ptr(sm.v), typename Cfg::SmemLayoutV{});  // (d, kv, stage)
   const int batch = static_cast<int>(w.batch);
 
-  MbarArriveExpectTx(sm.q_full, kQBytes);
-#pragma unroll
-  for (int kb = 0; kb < kD / kBox; ++kb) {
-    TmaLoad5d(&maps.q, sm.q_full, &sQ(0, kb * kBox), w.head * kD + kb * kBox, w.ax[2].q_start,
-              w.ax[1].q_start, w.ax[0].q_start, batch);
-  }
   KvTileCursor tile(w);
-  for (int it = 0; it < w.num_kv; ++it, tile.Advance()) {
-    const int s = it % kS;
-    const uint32_t parity = ((it / kS) & 1) ^ 1;
+  for (int it = 0; it < w.num_kv; ++it, tile.Advance(), ring.Advance()) {
+    const int s = ring.stage;
+    const uint32_t parity = ring.phase ^ 1;
     const int x0 = tile.kt[0] << p.kv_shift[0];
     const int x1 = tile.kt[1] << p.kv_shift[1];
     const int x2 = tile.kt[2] << p.kv_shift[2];
@@ -71,6 +85,18 @@ __device__ __forceinline__ void ProduceTma(const FwdParams& p, const WorkTile& w
   }
 }
 
+// The work item after `work`: the next one from the shared counter (persistent launch: CTAs take
+// work items in order as they free up, like the hardware's block scheduler), or none (one CTA
+// per work item).
+__device__ __forceinline__ int NextWork(const FwdParams& p, int work) {
+  if (p.work_counter == nullptr) return work + static_cast<int>(gridDim.x);
+  return static_cast<int>(gridDim.x) + atomicAdd(p.work_counter, 1);
+}
+
+// Persistent when launched with fewer CTAs than work items: CTA b starts with work item b and
+// takes the next free one after each. The producer loads a work item's Q as soon as the
+// consumers' last Q K^T of the previous one is done, and its KV tiles as ring stages free up, so
+// a work item's loads overlap the end of the previous one.
 template <class Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, 1)
     GnaFwdTmaKernel(const __grid_constant__ FwdParams p, const __grid_constant__ FwdTmaMaps maps) {
@@ -78,12 +104,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   static_assert(Cfg::kTma);
   extern __shared__ char smem_raw[];
   const WsSmem<Cfg> sm(smem_raw);
-  // The work item lives in shared memory: it is read rarely and registers are scarce.
-  WorkTile& w = *reinterpret_cast<WorkTile*>(sm.base + Cfg::kWorkOffset);
-  static_assert(sizeof(WorkTile) <= 128);
   const int tid = threadIdx.x;
   if (tid == 0) {
-    LoadWork(p, w);
     // Full barriers: the producer's one arrival (with the expected bytes) per phase.
     sm.InitBarriers(1);
   } else if (tid == 32) {
@@ -96,14 +118,37 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   if (tid < Cfg::kProducerThreads) {
     // ---------------------------------------------------------------- producer warpgroup
     RegDealloc<Cfg::kProducerRegs>();
-    if (tid == 0) ProduceTma<Cfg>(p, w, maps, sm);
+    if (tid != 0) return;
+    const int num_work = static_cast<int>(p.q_tiles * p.heads_q * p.batch);
+    RingPos<Cfg::kStages> ring;
+    int work = blockIdx.x;
+    LoadWork(p, work, sm.Work(0));
+    for (int t = 0;; ++t) {
+      const int next = NextWork(p, work);
+      // The Q buffer is free once the previous work item's last Q K^T is done; by then the
+      // consumers have stored work item t - 2, whose slot work item t + 1 takes.
+      MbarWait(sm.q_empty, (t & 1) ^ 1);
+      WorkTile& w = sm.Work(t);
+      w.has_next = next < num_work;
+      ProduceQ<Cfg>(w, maps, sm);  // publishes w
+      if (next < num_work) LoadWork(p, next, sm.Work(t + 1));
+      ProduceTileKv<Cfg>(p, w, maps, sm, ring);
+      if (next >= num_work) break;
+      work = next;
+    }
   } else {
     // ---------------------------------------------------------------- consumer warpgroups
     RegAlloc<Cfg::kConsumerRegs>();
     Tensor sQ = make_tensor(make_smem_ptr(sm.q), typename Cfg::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(sm.k), typename Cfg::SmemLayoutK{});
     Tensor sV = make_tensor(make_smem_ptr(sm.v), typename Cfg::SmemLayoutV{});
-    Consume<Cfg>(p, w, sQ, sK, sV, sm.q_full, sm.k_full, sm.v_full, sm.k_empty, sm.v_empty);
+    TileSeq<Cfg::kStages> seq{};
+    seq.first = true;
+    for (int t = 0;; ++t) {
+      seq.q_phase = t & 1;
+      if (!ConsumeTile<Cfg>(p, sm.Work(t), sQ, sK, sV, sm, seq)) break;
+      seq.first = false;
+    }
   }
 }
 

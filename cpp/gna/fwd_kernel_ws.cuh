@@ -64,12 +64,11 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   Tensor sV = make_tensor(make_smem_ptr(sm.v), typename Cfg::SmemLayoutV{});  // (d, kv, stage)
 
   // The work item lives in shared memory: it is read rarely and registers are scarce.
-  WorkTile& w = *reinterpret_cast<WorkTile*>(sm.base + Cfg::kWorkOffset);
-  static_assert(sizeof(WorkTile) <= 128);
+  WorkTile& w = sm.Work(0);
   int2* kv_rows = reinterpret_cast<int2*>(sm.base + Cfg::kRowTableOffset);
   const int tid = threadIdx.x;
   if (tid == 0) {
-    LoadWork(p, w);
+    LoadWork(p, static_cast<int>(blockIdx.x), w);
     // Full barriers count producer threads: each arrives when its own copies land.
     sm.InitBarriers(Cfg::kProducerThreads);
   }
@@ -149,7 +148,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   } else {
     // ---------------------------------------------------------------- consumer warpgroups
     RegAlloc<Cfg::kConsumerRegs>();
-    Consume<Cfg>(p, w, sQ, sK, sV, sm.q_full, sm.k_full, sm.v_full, sm.k_empty, sm.v_empty);
+    TileSeq<Cfg::kStages> seq{};
+    seq.first = true;
+    ConsumeTile<Cfg>(p, w, sQ, sK, sV, sm, seq);  // LoadWork: no next work item
   }
 }
 

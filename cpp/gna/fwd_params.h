@@ -19,6 +19,7 @@ struct FwdParams {
   void* o;
   float* lse;
   const int32_t* tables;
+  int32_t* work_counter;  // persistent kernel: work items handed out after the first (zeroed)
   int64_t batch;
   int64_t q_tiles;  // num_tiles[0] * num_tiles[1] * num_tiles[2]
   int32_t heads_q;
@@ -29,6 +30,7 @@ struct FwdParams {
   int32_t kv_shift[3];  // log2 of the KV tile extent per axis
   int32_t num_tiles[3];
   int32_t axis_off[3];  // offset of each axis's entries in `tables`
+  int32_t max_ctas;     // TMA kernel (persistent): CTAs launched at most; 0: one per work item
   float scale;          // softmax scale (natural units)
   float scale_log2;     // scale * log2(e)
 };

@@ -12,12 +12,15 @@
 namespace jaxk::gna {
 
 // Everything a CTA knows about its work item.
+// Work items are numbered Q tile fastest, then head, then batch entry: CTAs running together
+// share K/V in L2.
 struct WorkTile {
   AxisTile ax[3];
   int64_t batch;
   int head;
   int head_kv;
-  int num_kv;  // KV tiles visited (KvTileCursor walks them)
+  int num_kv;     // KV tiles visited (KvTileCursor walks them)
+  bool has_next;  // the CTA has another work item after this one (persistent kernel)
 
   // First token of KV tile `kt` (raster index in one batch entry) and, per axis, how many of
   // its rows lie inside the group (the tile is interior when all of them do).
@@ -74,12 +77,11 @@ struct KvTileCursor {
   }
 };
 
-// 32-bit index arithmetic: the launch has fewer than 2^31 CTAs (LaunchWs), so every quotient
-// fits, and 64-bit divisions would lengthen the prologue every CTA waits for.
-__device__ __forceinline__ void LoadWork(const FwdParams& p, WorkTile& w) {
-  int work = static_cast<int>(blockIdx.x);
+// Work item `work` (< 2^31, LaunchWs checks): 32-bit index arithmetic, since 64-bit divisions
+// would lengthen the prologue every tile waits for.
+__device__ __forceinline__ void LoadWork(const FwdParams& p, int work, WorkTile& w) {
   const int q_tiles = static_cast<int>(p.q_tiles);
-  int tile = work % q_tiles;  // Q tile fastest: CTAs running together share KV in L2
+  int tile = work % q_tiles;
   work /= q_tiles;
   w.head = work % p.heads_q;
   w.batch = work / p.heads_q;
@@ -93,6 +95,7 @@ __device__ __forceinline__ void LoadWork(const FwdParams& p, WorkTile& w) {
   w.num_kv = 1;
 #pragma unroll
   for (int a = 0; a < 3; ++a) w.num_kv *= w.ax[a].kv_hi - w.ax[a].kv_lo;
+  w.has_next = false;
 }
 
 }  // namespace jaxk::gna

@@ -9,6 +9,7 @@
 
 #include "gna/fwd_layouts.cuh"
 #include "gna/fwd_sync.cuh"
+#include "gna/fwd_work.cuh"
 
 namespace jaxk::gna {
 
@@ -35,13 +36,17 @@ struct WsConfig : FwdLayouts<Element_, kHeadDim_, 128, 128, 3> {
 
   static constexpr int kTileBytes =
       (Base::kSmemQ + Base::kSmemK + Base::kSmemV) * static_cast<int>(sizeof(Element_));
-  // Barriers: q_full, k_full[S], v_full[S], k_empty[S], v_empty[S].
-  static constexpr int kNumBarriers = 1 + 4 * Base::kStages;
+  // Barriers: q_full, q_empty, k_full[S], v_full[S], k_empty[S], v_empty[S].
+  static constexpr int kNumBarriers = 2 + 4 * Base::kStages;
   static_assert(8 * kNumBarriers <= 128);
+  // Work items of 128 bytes: the persistent TMA kernel's producer decodes tile t + 1 while the
+  // consumers may still be storing tile t - 1, so three slots rotate.
   static constexpr int kWorkOffset = kTileBytes + 128;
+  static constexpr int kWorkSlots = 3;
+  static_assert(sizeof(WorkTile) <= 128);
   // cp.async producer: per KV-tile row, token offset from the tile's first row and packed
   // in-tile coordinates.
-  static constexpr int kRowTableOffset = kWorkOffset + 128;
+  static constexpr int kRowTableOffset = kWorkOffset + 128 * kWorkSlots;
   static constexpr int kRowTableBytes = kTma ? 0 : 8 * Base::kBlockKV;
   static_assert(kTileBytes % 1024 == 0 && kRowTableOffset % 8 == 0);
   // +1024: the swizzled layouts need a 1024-byte aligned base.
@@ -55,8 +60,22 @@ struct WsConfig : FwdLayouts<Element_, kHeadDim_, 128, 128, 3> {
 constexpr int kBarSchedule = 1;  // + consumer index: whose turn it is to issue GEMMs
 constexpr int kBarEpilogue = 3;  // + consumer index: O staged in shared memory
 
-// Shared-memory pointers of one CTA: Q, the K and V rings, the barriers, and a 128-byte slot for
-// the work item.
+// A position in the K/V ring: its stage and the parity of that stage's current phase. It runs on
+// across the work items of a persistent CTA.
+template <int kStages>
+struct RingPos {
+  int stage = 0;
+  uint32_t phase = 0;
+
+  __device__ __forceinline__ void Advance() {
+    if (++stage == kStages) {
+      stage = 0;
+      phase ^= 1;
+    }
+  }
+};
+
+// Shared-memory pointers of one CTA: Q, the K and V rings, the barriers, and the work-item slots.
 template <class Cfg>
 struct WsSmem {
   using Element = typename Cfg::Element;
@@ -65,6 +84,7 @@ struct WsSmem {
   Element* k;
   Element* v;
   uint64_t* q_full;
+  uint64_t* q_empty;  // the consumers' last Q K^T of a work item is done
   uint64_t* k_full;
   uint64_t* v_full;
   uint64_t* k_empty;
@@ -77,7 +97,8 @@ struct WsSmem {
     k = q + Cfg::kSmemQ;
     v = k + Cfg::kSmemK;
     q_full = reinterpret_cast<uint64_t*>(base + Cfg::kTileBytes);
-    k_full = q_full + 1;
+    q_empty = q_full + 1;
+    k_full = q_empty + 1;
     v_full = k_full + Cfg::kStages;
     k_empty = v_full + Cfg::kStages;
     v_empty = k_empty + Cfg::kStages;
@@ -86,6 +107,7 @@ struct WsSmem {
   // One thread: full barriers expect `full_count` arrivals, empty barriers one per consumer warp.
   __device__ __forceinline__ void InitBarriers(uint32_t full_count) const {
     MbarInit(q_full, full_count);
+    MbarInit(q_empty, Cfg::kConsumerWarps);
     for (int s = 0; s < Cfg::kStages; ++s) {
       MbarInit(k_full + s, full_count);
       MbarInit(v_full + s, full_count);
@@ -93,6 +115,11 @@ struct WsSmem {
       MbarInit(v_empty + s, Cfg::kConsumerWarps);
     }
     MbarInitFence();
+  }
+
+  // The work item of a CTA's t-th tile.
+  __device__ __forceinline__ WorkTile& Work(int t) const {
+    return reinterpret_cast<WorkTile*>(base + Cfg::kWorkOffset)[t % Cfg::kWorkSlots];
   }
 };
 
