@@ -545,9 +545,11 @@ def test_gpu_symjit_checks_the_sort_arrays():
     """The FFI handler checks the sort arrays against the nodes before launching: `perm` must
     have one entry per node (sorted or not); `items` [I, 4] and `nitems` [1] only where the
     kernel walks the species sort."""
+    import jax_mace
     from jax_mace.symmetric_contraction import cuda as cu
     from jax_mace.symmetric_contraction import jit
 
+    assert jax_mace.cuda_status().has("jaxk_symcon_sort")  # registers the targets (run alone)
     paths = _paths(*SMALL[1])
     x, w, sp = _inputs(paths, n=40, c=8, s=3, dtype=np.float32, seed=0, pad=0)
     g = jnp.ones((40, 8, paths.num_out), jnp.float32)
@@ -567,3 +569,159 @@ def test_gpu_symjit_checks_the_sort_arrays():
         launch("bwd", [x, g], (perm, items, jnp.zeros(2, jnp.int32)))
     (gx,), (gw,) = launch("bwd", [x, g], (perm, items, nitems))  # the same call, well formed
     assert gx.shape == x.shape and gw.shape == w.shape
+
+
+def _value_and_vjp(fn, paths, sp, g):
+    """Jitted ``(x, w) -> (out, gx, gW)`` of ``fn(x, w, sp, paths)`` for cotangent ``g``."""
+
+    def value_and_vjp(x_, w_):
+        out, back = jax.vjp(lambda a, b: fn(a, b, sp, paths), x_, w_)
+        return (out, *back(g))
+
+    return jax.jit(value_and_vjp)
+
+
+def _side_sort_run(paths, x, w, sp, g, side_sort, monkeypatch):
+    """``[out, gx, gW]`` of the "cuda" backend (NumPy) and its lowered text, with
+    ``$JAX_MACE_SYMJIT_SIDE_SORT=side_sort`` (read at trace time)."""
+    monkeypatch.setenv("JAX_MACE_SYMJIT_SIDE_SORT", side_sort)
+    jax.clear_caches()
+    fn = _value_and_vjp(_cuda, paths, sp, g)
+    text = fn.lower(x, w).as_text()
+    values = [np.asarray(v) for v in fn(x, w)]
+    jax.clear_caches()
+    return values, text
+
+
+SIDE_SORT_CASES = [
+    (case, dtype) for case in [MP["S"], SMALL[1]] for dtype in [np.float32, np.float64]
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("case", "dtype"), SIDE_SORT_CASES)
+def test_gpu_side_sort_equals_two_calls(monkeypatch, case, dtype):
+    """Forward + VJP with the species sort on a side stream during the forward (one call) vs
+    the separate sort call: out and gx bit for bit; gW equal up to the order of the kernel's
+    atomic weight sums (nodes of a species reach the backward in the order of the sort's
+    atomic scatter, which differs from run to run in either mode: see the next test for a
+    layout where gW is exact); zeros for species outside [0, S), a partial last chunk and
+    channel block; both equal the reference."""
+    paths = _paths(*case)
+    with jax.enable_x64(dtype == np.float64):
+        x, w, sp = _inputs(paths, n=1001, c=136, s=6, dtype=dtype, seed=13, pad=9)
+        sp = sp.at[:4].set(jnp.array([-1, 6, 99, -7], jnp.int32))
+        g = jnp.asarray(np.random.default_rng(5).normal(size=(1001, 136, paths.num_out)), dtype)
+        (out, gx, gw), text = _side_sort_run(paths, x, w, sp, g, "1", monkeypatch)
+        assert "jaxk_symjit_side_sort" in text and "jaxk_symcon_sort" not in text
+        (out0, gx0, gw0), text0 = _side_sort_run(paths, x, w, sp, g, "0", monkeypatch)
+        assert "jaxk_symjit_side_sort" not in text0 and "jaxk_symcon_sort" in text0
+        assert np.array_equal(out, out0) and np.array_equal(gx, gx0)
+        assert _rel(gw, gw0) < (1e-13 if dtype == np.float64 else 1e-6)
+        assert np.all(out[:4] == 0) and np.all(gx[:4] == 0)
+        tol = 1e-11 if dtype == np.float64 else 2e-5
+        for value, ref in zip((out, gx, gw), _value_and_vjp(_ref, paths, sp, g)(x, w), strict=True):
+            assert _rel(value, ref) < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("case", "dtype"), SIDE_SORT_CASES)
+def test_gpu_side_sort_weight_gradient_bit_for_bit(monkeypatch, case, dtype):
+    """Where the weight sums do not depend on the sort's scatter order, the side-sort path's gW
+    equals the two-call path's bit for bit: each species' nodes lie in one 32-node window (one
+    warp of the scatter: a fixed order in the bucket) and a block takes a whole work item
+    (`_CHUNK=128`: one atomic add per species onto the zeroed buffer). 32-node items are
+    partial chunks; the last window holds species outside [0, S); 136 channels."""
+    paths = _paths(*case)
+    monkeypatch.setenv("JAX_MACE_SYMJIT_CHUNK", "128")
+    s, n = 6, 7 * 32 - 11
+    with jax.enable_x64(dtype == np.float64):
+        x, w, _ = _inputs(paths, n=n, c=136, s=s, dtype=dtype, seed=14)
+        species = np.arange(n) // 32
+        species[s * 32 :] = np.resize([-1, s, 99], n - s * 32)
+        sp = jnp.asarray(species, jnp.int32)
+        g = jnp.asarray(np.random.default_rng(6).normal(size=(n, 136, paths.num_out)), dtype)
+        on, _ = _side_sort_run(paths, x, w, sp, g, "1", monkeypatch)
+        off, _ = _side_sort_run(paths, x, w, sp, g, "0", monkeypatch)
+        for a, b in zip(on, off, strict=True):
+            assert np.array_equal(a, b)
+        assert np.all(on[0][s * 32 :] == 0) and np.all(on[1][s * 32 :] == 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("n", "num_species"), [(1, 1), (1001, 6), (65537, 89)])
+def test_gpu_side_sort_arrays_equal_the_sort_call(n, num_species):
+    """The side-sort call's arrays: the forward of the two-call path bit for bit, the sort call's
+    items and item count exactly, a perm with the same species grouping (its order inside a
+    species follows the scatter's atomics), and an all-zero weight-gradient buffer."""
+    import jax_mace
+    from jax_mace.symmetric_contraction import cuda as cu
+    from jax_mace.symmetric_contraction import jit
+
+    assert jax_mace.cuda_status().has("jaxk_symjit_side_sort")  # registers the targets
+    paths = _paths(*MP["S"])
+    x, w, sp = _inputs(paths, n=n, c=8, s=num_species, dtype=np.float32, seed=n)
+    if n > 4:
+        sp = sp.at[:4].set(jnp.array([-1, num_species, 99, -7], jnp.int32))
+    out, (perm, items, nitems), gw0 = jax.jit(
+        lambda x_, w_, s_: jit._forward_side_sort(paths, x_, w_, s_)
+    )(x, w, sp)
+    out_ref = jax.jit(lambda x_, w_, s_: jit._forward(paths, x_, w_, s_))(x, w, sp)
+    perm_r, items_r, nitems_r = jax.jit(cu._sort, static_argnums=1)(sp, num_species)
+    assert np.array_equal(np.asarray(out), np.asarray(out_ref))
+    count = int(nitems[0])
+    assert count == int(nitems_r[0])
+    assert np.array_equal(np.asarray(items)[:count], np.asarray(items_r)[:count])
+    perm, species = np.asarray(perm), np.asarray(sp)
+    assert np.array_equal(np.sort(perm), np.arange(n))
+    bucket = np.where((species >= 0) & (species < num_species), species, num_species)
+    assert np.array_equal(bucket[perm], bucket[np.asarray(perm_r)])
+    assert gw0.shape == w.shape and np.all(np.asarray(gw0) == 0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [MP["S"], SMALL[0]])
+def test_gpu_side_sort_second_derivatives_match_reference(monkeypatch, case):
+    """grad over (x, W) of a loss on both first derivatives (forces and the weight gradient):
+    the side-sort call is itself differentiated (its output through the custom VJP, reusing its
+    sort). Both modes equal the reference."""
+    paths = _paths(*case)
+    with jax.enable_x64(True):
+        x, w, sp = _inputs(paths, n=150, c=8, s=5, dtype=np.float64, seed=15, pad=3)
+        sp = sp.at[:2].set(jnp.array([-1, 5], jnp.int32))
+        r = jnp.asarray(np.random.default_rng(7).normal(size=(150, 8, paths.num_out)))
+
+        def loss(fn):
+            def energy(x_, w_):
+                out = fn(x_, w_, sp, paths)
+                return jnp.sum(out * r) + 0.1 * jnp.sum(out**2)
+
+            def total(x_, w_):
+                gx, gw = jax.grad(energy, argnums=(0, 1))(x_, w_)
+                return jnp.sum(gx**2) + jnp.sum(gw**2) + energy(x_, w_)
+
+            return jax.jit(jax.grad(total, argnums=(0, 1)))
+
+        dx_r, dw_r = loss(_ref)(x, w)
+        for side_sort in ("1", "0"):
+            monkeypatch.setenv("JAX_MACE_SYMJIT_SIDE_SORT", side_sort)
+            jax.clear_caches()
+            dx, dw = loss(lambda *a: contract(*a, backend="cuda"))(x, w)
+            assert _rel(dx, dx_r) < 1e-10 and _rel(dw, dw_r) < 1e-10
+        jax.clear_caches()
+
+
+@pytest.mark.gpu
+def test_gpu_side_sort_errors_name_the_call(monkeypatch):
+    """The side-sort handler checks its kernel before forking, and its errors name the call."""
+    from jax_mace.symmetric_contraction import jit
+
+    paths = _paths(*SMALL[1])
+    x, w, sp = _inputs(paths, n=40, c=8, s=3, dtype=np.float32, seed=0)
+    monkeypatch.setenv("JAX_MACE_SYMJIT_SIDE_SORT", "1")
+    monkeypatch.setattr(jit, "kernel_key", lambda *args: 12345)
+    jax.clear_caches()
+    grad = jax.jit(jax.grad(lambda a, b: jnp.sum(contract(a, b, sp, paths, backend="cuda")), 1))
+    with pytest.raises(Exception, match="jaxk_symjit_side_sort: kernel 12345 is not registered"):
+        jax.block_until_ready(grad(x, w))
+    jax.clear_caches()

@@ -308,7 +308,7 @@ def test_generated_source_compiles_for_sm90a(tmp_path, ctype):
 
 def test_forward_alone_runs_without_the_species_sort(monkeypatch):
     """A forward-only call launches the unsorted forward kernel (species as `perm`, no sort);
-    the sort appears once the weights are differentiated."""
+    the sort appears once the weights are differentiated (in the side-sort call by default)."""
     from jax_mace.symmetric_contraction import jit
 
     monkeypatch.setattr(jit, "unavailable_reason", lambda *a: None)
@@ -325,10 +325,12 @@ def test_forward_alone_runs_without_the_species_sort(monkeypatch):
     forward = lower(lambda a, b: jit.symmetric_contraction_jit(a, b, sp, paths))
     assert "jaxk_symjit" in forward and "by_species = 0" in forward
     assert "jaxk_symcon_sort" not in forward
+    assert jit.SIDE_SORT_TARGET not in forward
     grad = lower(
         jax.grad(lambda a, b: jnp.sum(jit.symmetric_contraction_jit(a, b, sp, paths)), (0, 1))
     )
-    assert "jaxk_symcon_sort" in grad and "by_species = 1" in grad
+    sort = jit.SIDE_SORT_TARGET if jit.side_sort(paths) else "jaxk_symcon_sort"
+    assert sort in grad and "by_species = 1" in grad
 
 
 def test_force_inference_gradient_runs_without_the_species_sort(monkeypatch):
@@ -353,7 +355,7 @@ def test_force_inference_gradient_runs_without_the_species_sort(monkeypatch):
     def launched(fn):
         text = jax.jit(fn).trace(x, w).lower(lowering_platforms=("cuda",)).as_text()
         names = {n for n in progs if f"key = {hash(n) & 0xFFFF} : i64" in text}
-        return names, "jaxk_symcon_sort" in text
+        return names, "jaxk_symcon_sort" in text or jit.SIDE_SORT_TARGET in text
 
     names, sort = launched(jax.grad(energy))
     assert names == {"fwd", "bwd_x"} and sort == (codegen.NODES_PER_CALL != 1)
@@ -408,3 +410,73 @@ def test_force_loss_gradient_lowers_to_three_specialised_kernels(monkeypatch):
     assert text.count("jaxk_symjit") >= 3
     for key in keys:
         assert f"key = {key} : i64" in text
+
+
+def _lowered_vjp_and_force_loss(monkeypatch, side_sort: str):
+    """Lowered text (cuda) of the output and VJP (x and W), and of the gradient of a loss on both
+    first derivatives, with ``$JAX_MACE_SYMJIT_SIDE_SORT=side_sort``. Kernel keys: by program
+    name."""
+    from jax_mace.symmetric_contraction import jit
+
+    monkeypatch.setenv("JAX_MACE_SYMJIT_SIDE_SORT", side_sort)
+    monkeypatch.setattr(jit, "unavailable_reason", lambda *a: None)
+    monkeypatch.setattr(jit, "kernel_key", lambda paths, name, ctype, *_: hash(name) & 0xFFFF)
+    paths = _paths(*CASES[0])
+    x = jnp.ones((10, 4, paths.num_in))
+    w = jnp.ones((3, paths.num_weights, 4))
+    sp = jnp.zeros((10,), jnp.int32)
+    g = jnp.ones((10, 4, paths.num_out))
+
+    def f(x_, w_):
+        return jit.symmetric_contraction_jit(x_, w_, sp, paths)
+
+    def loss(x_, w_):
+        gx, gw = jax.grad(lambda a, b: jnp.sum(f(a, b) ** 2), (0, 1))(x_, w_)
+        return jnp.sum(gx**2) + jnp.sum(gw**2)
+
+    def value_and_vjp(x_, w_):
+        out, back = jax.vjp(f, x_, w_)
+        return out, back(g)
+
+    def lower(fn):
+        return jax.jit(fn).trace(x, w).lower(lowering_platforms=("cuda",)).as_text()
+
+    jax.clear_caches()  # the variable is read at trace time
+    vjp = lower(value_and_vjp)
+    second = lower(jax.grad(loss, argnums=(0, 1)))
+    jax.clear_caches()
+    return vjp, second
+
+
+def test_weight_gradient_sorts_on_a_side_stream(monkeypatch):
+    """With the weights differentiated, the forward rule's forward kernel and species sort are
+    one call (`jaxk_symjit_side_sort`), whose zeroed weight gradient the backward accumulates
+    into through an input/output alias; no separate sort call."""
+    from jax_mace.symmetric_contraction import jit
+
+    if not jit.side_sort(_paths(*CASES[0])):
+        pytest.skip("the forward does not run on unsorted nodes here")
+    vjp, second = _lowered_vjp_and_force_loss(monkeypatch, "1")
+    assert vjp.count(jit.SIDE_SORT_TARGET) == 1 and "jaxk_symcon_sort" not in vjp
+    assert vjp.count("@jaxk_symjit(") == 1  # the backward
+    # gW (output 2) is the zeroed buffer (operand 8: after 3 sort, 3 node and 2 species arrays).
+    assert "sout0_zeroed = 1" in vjp
+    assert "output_tuple_indices = [2], operand_index = 8," in vjp
+    # Second derivatives differentiate the side-sort call (its output through the custom VJP):
+    # the outer backward reuses its sort and zeroes its own weight gradient.
+    assert jit.SIDE_SORT_TARGET in second and "jaxk_symcon_sort" not in second
+    assert "sout0_zeroed = 0" in second
+    for name in ("fwd", "bwd", "bwd2"):
+        assert f"key = {hash(name) & 0xFFFF} : i64" in second
+
+
+def test_side_sort_off_keeps_the_two_calls(monkeypatch):
+    """`JAX_MACE_SYMJIT_SIDE_SORT=0`: the forward, then a separate sort call; the backward zeroes
+    its own weight gradient (no alias)."""
+    from jax_mace.symmetric_contraction import jit
+
+    vjp, second = _lowered_vjp_and_force_loss(monkeypatch, "0")
+    for text in (vjp, second):
+        assert jit.SIDE_SORT_TARGET not in text and "jaxk_symcon_sort" in text
+        assert "sout0_zeroed = 1" not in text and "output_operand_aliases" not in text
+    assert vjp.count("@jaxk_symjit(") == 2  # forward and backward

@@ -13,6 +13,7 @@ std::vector<HandlerEntry> Handlers() {
       {"jaxk_symcon_wgrad", reinterpret_cast<void*>(SymconWgrad)},
       {"jaxk_symcon_engine", reinterpret_cast<void*>(SymconEngine)},
       {"jaxk_symjit", reinterpret_cast<void*>(SymjitLaunch)},
+      {"jaxk_symjit_side_sort", reinterpret_cast<void*>(SymjitSideSort)},
   };
 }
 

@@ -55,25 +55,9 @@ bool Dims(const ffi::AnyBuffer& b, std::initializer_list<int64_t> want) {
 
 ffi::Error SortImpl(cudaStream_t stream, I32 species, I32Result perm, I32Result items,
                     I32Result nitems, I32Result work, int64_t num_species) {
-  const int64_t n = static_cast<int64_t>(species.element_count());
-  const auto id = items->dimensions();
-  if (num_species < 1) return Fail("sort", "num_species must be >= 1");
-  if (perm->element_count() != static_cast<size_t>(n) || id.size() != 2 || id[1] != 4 ||
-      nitems->element_count() != 1 ||
-      work->element_count() < static_cast<size_t>(num_species + 2)) {
-    return Fail("sort", "bad output shapes");
-  }
-  const int64_t need = (n + kSymconItemNodes - 1) / kSymconItemNodes + num_species + 1;
-  if (id[0] < need) return Fail("sort", "items must have ceil(N/128) + S + 1 rows");
   SortParams p;
-  p.n = static_cast<int>(n);
-  p.ns = static_cast<int>(num_species);
-  p.max_items = static_cast<int>(id[0]);
-  p.species = species.typed_data();
-  p.perm = perm->typed_data();
-  p.items = items->typed_data();
-  p.nitems = nitems->typed_data();
-  p.work = work->typed_data();
+  const std::string what = PlanSymconSort(species, *perm, *items, *nitems, *work, num_species, &p);
+  if (!what.empty()) return Fail("sort", what);
   return CudaStatus("sort", LaunchSymconSort(p, stream));
 }
 
@@ -220,6 +204,28 @@ ffi::Error EngineImpl(cudaStream_t stream, ffi::AnyBuffer op0, ffi::AnyBuffer op
 }
 
 }  // namespace
+
+std::string PlanSymconSort(const I32& species, const I32& perm, const I32& items, const I32& nitems,
+                           const I32& work, int64_t num_species, SortParams* p) {
+  const int64_t n = static_cast<int64_t>(species.element_count());
+  const auto id = items.dimensions();
+  if (num_species < 1) return "num_species must be >= 1";
+  if (perm.element_count() != static_cast<size_t>(n) || id.size() != 2 || id[1] != 4 ||
+      nitems.element_count() != 1 || work.element_count() < static_cast<size_t>(num_species + 2)) {
+    return "bad output shapes";
+  }
+  const int64_t need = (n + kSymconItemNodes - 1) / kSymconItemNodes + num_species + 1;
+  if (id[0] < need) return "items must have ceil(N/128) + S + 1 rows";
+  p->n = static_cast<int>(n);
+  p->ns = static_cast<int>(num_species);
+  p->max_items = static_cast<int>(id[0]);
+  p->species = species.typed_data();
+  p->perm = perm.typed_data();
+  p->items = items.typed_data();
+  p->nitems = nitems.typed_data();
+  p->work = work.typed_data();
+  return "";
+}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SymconSort, SortImpl,
                               ffi::Ffi::Bind()

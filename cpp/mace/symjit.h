@@ -1,6 +1,7 @@
 // Run-time specialised symmetric-contraction kernels: a registry of kernels compiled by NVRTC
-// from generated source (jax_mace/symmetric_contraction/codegen.py) and the XLA FFI handler
-// that launches them ("jaxk_symjit").
+// from generated source (jax_mace/symmetric_contraction/codegen.py) and the XLA FFI handlers
+// that launch them: "jaxk_symjit" (one kernel) and "jaxk_symjit_side_sort" (a kernel on unsorted
+// nodes, with the species sort and a zeroed weight-gradient buffer on a side stream meanwhile).
 #pragma once
 
 #include <cstddef>
@@ -16,7 +17,7 @@ struct SymjitArgs {
   const void* nin[3];  // node arrays [N, C, k]
   const void* sin[2];  // species arrays [S, k, C]
   void* nout[2];       // node outputs [N, C, m]
-  void* sout[2];       // species outputs [S, m, C], zeroed before the launch
+  void* sout[2];       // species outputs [S, m, C], zeroed before the launch (or given zeroed)
   const int32_t* perm;
   const int32_t* items;
   const int32_t* nitems;
@@ -32,5 +33,6 @@ std::string SymjitRegister(uint64_t key, const void* cubin, size_t size);
 bool SymjitRegistered(uint64_t key);
 
 XLA_FFI_DECLARE_HANDLER_SYMBOL(SymjitLaunch);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(SymjitSideSort);
 
 }  // namespace jaxk::mace

@@ -54,16 +54,21 @@ def _call(name: str, result_shapes, *args, **attrs):
     return jax.ffi.ffi_call(name, result_shapes, vmap_method="sequential")(*args, **attrs)
 
 
-def _sort(species: jax.Array, num_species: int):
-    """``perm [N]`` (node ids grouped by species), ``items [I, 4]``, ``nitems [1]``."""
-    n = species.shape[0]
+def sort_shapes(n: int, num_species: int):
+    """Outputs of the species sort of ``n`` nodes: ``perm [N]``, ``items [I, 4]``, ``nitems [1]``
+    and its scratch ``work [S + 2]`` (counts and the last-block ticket); int32."""
     max_items = -(-n // cp.ITEM_NODES) + num_species + 1
-    shapes = (
+    return (
         _SDS((n,), jnp.int32),
         _SDS((max_items, 4), jnp.int32),
         _SDS((1,), jnp.int32),
-        _SDS((num_species + 2,), jnp.int32),  # counts and the last-block ticket
+        _SDS((num_species + 2,), jnp.int32),
     )
+
+
+def _sort(species: jax.Array, num_species: int):
+    """``perm [N]`` (node ids grouped by species), ``items [I, 4]``, ``nitems [1]``."""
+    shapes = sort_shapes(species.shape[0], num_species)
     perm, items, nitems, _ = _call(
         "jaxk_symcon_sort", shapes, species.astype(jnp.int32), num_species=np.int64(num_species)
     )

@@ -18,7 +18,11 @@ are not differentiated (forces at inference, or the inner gradient of a force lo
 third derivative is not supported. The forward and ``bwd_x`` run on the nodes in the caller's
 order (each node gathers its species' weights); the programs that sum weight gradients per
 species run on nodes sorted by species inside (the engine's counting sort, done in the forward
-rule of the VJP, or before ``bwd2``).
+rule of the VJP, or before ``bwd2``). Where the forward rule needs the sort, one FFI call,
+``jaxk_symjit_side_sort``, runs it on a side CUDA stream while the forward kernel runs, and also
+zeroes the buffer that the backward then accumulates its weight gradient into
+(``$JAX_MACE_SYMJIT_SIDE_SORT=0``: a separate sort call after the forward, and the backward
+zeroes its own weight gradient).
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from jax_mace.symmetric_contraction import codegen
-from jax_mace.symmetric_contraction.cuda import _sort, checked_inputs
+from jax_mace.symmetric_contraction.cuda import _sort, checked_inputs, sort_shapes
 from jax_mace.symmetric_contraction.paths import PathList
 from jax_mace.symmetric_contraction.polynomial import programs
 
 TARGET = "jaxk_symjit"
+SIDE_SORT_TARGET = "jaxk_symjit_side_sort"
 SUPPORTED_DTYPES = (jnp.float32, jnp.float64)
 MAX_COMPONENTS = 64  # K and M per channel (register budget of the generated code)
 _SDS = jax.ShapeDtypeStruct
@@ -57,7 +62,7 @@ def unavailable_reason(x: jax.Array | None = None, paths: PathList | None = None
     import jax_mace
 
     status = jax_mace.cuda_status()
-    if not status.has(TARGET):
+    if not (status.has(TARGET) and status.has(SIDE_SORT_TARGET)):
         return f"the MACE CUDA extension is not usable: {status.reason}"
     reason = nvrtc_unavailable_reason()
     if reason is not None:
@@ -149,44 +154,94 @@ def _tuning(name: str, low: int, high: int) -> int:
     return max(low, min(high, int(env))) if env else 0
 
 
-def _launch(paths: PathList, name: str, node_in, species_in, sort):
-    """Run program ``name``: returns ``(node outputs, species outputs)`` as lists. ``sort`` is
-    ``(perm, items, nitems)`` of the species sort, or ``(species,)``: nodes in their own order
-    (programs that are ``codegen.unsorted_capable`` only)."""
+def _padded(arrays, count: int, dtype):
+    """``arrays`` cast to ``dtype`` and padded to ``count`` with repeats of the first: the FFI
+    targets take 3 node and 2 species operands, and the width attributes say how many are real."""
+    cast = [a.astype(dtype) for a in arrays]
+    return cast + [cast[0]] * (count - len(cast))
+
+
+def _out_shapes(widths, shape, dtype):
+    """Two output slots: ``shape(m)`` for each width ``m``, ``[1]`` placeholders for the rest."""
+    return [_SDS(shape(m), dtype) for m in widths] + [_SDS((1,), dtype)] * (2 - len(widths))
+
+
+def _kernel_attrs(paths: PathList, name: str, dtype, by_species: bool) -> dict:
+    """FFI attributes of a launch of program ``name`` shared by both targets: the kernel's key
+    (compiled and loaded on demand), the launch-shape overrides and the array widths."""
     prog = programs(paths)[name]
-    dtype = node_in[0].dtype
     ctype = "float" if dtype == jnp.float32 else "double"
-    by_species = len(sort) == 3
-    if not by_species:  # perm carries the species; items and nitems are unused (placeholders
-        # built here would cost a broadcast kernel per call)
-        sort = (sort[0].astype(jnp.int32),) * 3
-    key = kernel_key(paths, name, ctype, by_species)
-    n, c = node_in[0].shape[:2]
-    s = species_in[0].shape[0]
-    nout = [len(a) for a in prog.node_out]
-    sout = [len(a) for a in prog.species_out]
-    shapes = [_SDS((n, c, m), dtype) for m in nout] + [_SDS((1,), dtype)] * (2 - len(nout))
-    shapes += [_SDS((s, m, c), dtype) for m in sout] + [_SDS((1,), dtype)] * (2 - len(sout))
-    node_args = [a.astype(dtype) for a in node_in]
-    species_args = [a.astype(dtype) for a in species_in]
-    node_args += [node_args[0]] * (3 - len(node_args))
-    species_args += [species_args[0]] * (2 - len(species_args))
-    outs = jax.ffi.ffi_call(TARGET, shapes, vmap_method="sequential")(
-        *sort,
-        *node_args,
-        *species_args,
-        key=np.int64(key),
-        by_species=np.int64(by_species),
+    return dict(
+        key=np.int64(kernel_key(paths, name, ctype, by_species)),
         chunk=np.int64(_tuning("CHUNK", 1, 128)),
         groups=np.int64(_tuning("GROUPS", 1, 8) or (0 if codegen.grouped(prog) else 1)),
         nodes_per_call=np.int64(codegen.NODES_PER_CALL),
         smem=np.int64(codegen.smem_bytes(prog, ctype)),
         nin_widths=np.asarray(prog.node_in, np.int64),
         sin_widths=np.asarray(prog.species_in, np.int64),
-        nout_widths=np.asarray(nout, np.int64),
+        nout_widths=np.asarray([len(a) for a in prog.node_out], np.int64),
+    )
+
+
+def _launch(paths: PathList, name: str, node_in, species_in, sort, sout0_zeroed=None):
+    """Run program ``name``: returns ``(node outputs, species outputs)`` as lists. ``sort`` is
+    ``(perm, items, nitems)`` of the species sort, or ``(species,)``: nodes in their own order
+    (programs that are ``codegen.unsorted_capable`` only). ``sout0_zeroed``: ``None``, or a
+    zeroed array of the first species output's shape ``[S, m, C]`` that the kernel accumulates
+    into in place (aliased to that output), so the call launches no zeroing of its own."""
+    prog = programs(paths)[name]
+    dtype = node_in[0].dtype
+    by_species = len(sort) == 3
+    if not by_species:  # perm carries the species; items and nitems are unused (placeholders
+        # built here would cost a broadcast kernel per call)
+        sort = (sort[0].astype(jnp.int32),) * 3
+    n, c = node_in[0].shape[:2]
+    s = species_in[0].shape[0]
+    nout = [len(a) for a in prog.node_out]
+    sout = [len(a) for a in prog.species_out]
+    shapes = _out_shapes(nout, lambda m: (n, c, m), dtype)
+    shapes += _out_shapes(sout, lambda m: (s, m, c), dtype)
+    operands = [*sort, *_padded(node_in, 3, dtype), *_padded(species_in, 2, dtype)]
+    operands.append(sort[0] if sout0_zeroed is None else sout0_zeroed)  # unused placeholder
+    aliases = None if sout0_zeroed is None else {len(operands) - 1: 2}
+    call = jax.ffi.ffi_call(TARGET, shapes, vmap_method="sequential", input_output_aliases=aliases)
+    outs = call(
+        *operands,
+        by_species=np.int64(by_species),
+        sout0_zeroed=np.int64(sout0_zeroed is not None),
         sout_widths=np.asarray(sout, np.int64),
+        **_kernel_attrs(paths, name, dtype, by_species),
     )
     return list(outs[: len(nout)]), list(outs[2 : 2 + len(sout)])
+
+
+def _forward_side_sort(paths: PathList, x, w, species):
+    """The ``fwd`` program on unsorted nodes (XLA's stream) and, on a side CUDA stream while it
+    runs, the species sort and a zeroed weight-gradient buffer for the backward: one FFI call,
+    ``jaxk_symjit_side_sort``, that returns once both are done.
+
+    Args:
+        x: ``[N, C, K]``; w: ``[S, W, C]`` in ``x.dtype``; species: ``[N]`` int32.
+
+    Returns:
+        ``(out [N, C, M], (perm [N], items [I, 4], nitems [1]), gw0 [S, W, C] zeros)``.
+    """
+    dtype = x.dtype
+    n, c, _ = x.shape
+    s = w.shape[0]
+    nout = [len(a) for a in programs(paths)["fwd"].node_out]
+    (gw_width,) = [len(a) for a in programs(paths)["bwd"].species_out]
+    shapes = _out_shapes(nout, lambda m: (n, c, m), dtype)
+    shapes += [*sort_shapes(n, s), _SDS((s, gw_width, c), dtype)]
+    call = jax.ffi.ffi_call(SIDE_SORT_TARGET, shapes, vmap_method="sequential")
+    outs = call(
+        species.astype(jnp.int32),
+        *_padded([x], 3, dtype),
+        *_padded([w], 2, dtype),
+        **_kernel_attrs(paths, "fwd", dtype, False),
+    )
+    out, _, perm, items, nitems, _, gw0 = outs
+    return out, (perm, items, nitems), gw0
 
 
 def _launch_own_order(paths: PathList, name: str, node_in, species_in, species):
@@ -203,6 +258,15 @@ def _forward(paths: PathList, x, w, species):
     return out
 
 
+def side_sort(paths: PathList) -> bool:
+    """Whether the forward rule of a weight gradient makes the species sort (and the zeroed
+    weight gradient) on a side stream during the forward kernel (:func:`_forward_side_sort`):
+    where the forward runs on unsorted nodes, unless ``$JAX_MACE_SYMJIT_SIDE_SORT=0`` (read at
+    trace time; then a separate sort call follows the forward)."""
+    enabled = os.environ.get("JAX_MACE_SYMJIT_SIDE_SORT", "1") != "0"
+    return enabled and codegen.unsorted_capable(programs(paths)["fwd"])
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _contract(paths, x, w, species):
     return _forward(paths, x, w, species)
@@ -212,28 +276,55 @@ def _contract_fwd(paths, x, w, species):
     # symbolic_zeros: the primals come as CustomVJPPrimal, telling whether the weights are
     # differentiated. Without a weight gradient (force inference) the backward computes gx
     # alone, on unsorted nodes; else the species sort is made here for the backward's weight
-    # sums. The output goes through `_contract` itself, so that differentiating this rule
-    # (second derivatives) uses the custom VJP again.
+    # sums. The output goes through a custom VJP (`_contract` itself, or `_contract_side_sort`)
+    # so that differentiating this rule (second derivatives) uses the kernels again.
+    # Residuals: (x, w, species, sort or None, zeroed weight gradient or None).
     weights_differentiated = w.perturbed
     x, w, species = x.value, w.value, species.value
-    out = _contract(paths, x, w, species)
     if not weights_differentiated:
-        return out, (x, w, species)
-    return out, (x, w, *_sort(species, w.shape[0]))
+        return _contract(paths, x, w, species), (x, w, species, None, None)
+    if side_sort(paths):
+        out, sort, gw0 = _contract_side_sort(paths, x, w, species)
+        return out, (x, w, species, sort, gw0)
+    return _contract(paths, x, w, species), (x, w, species, _sort(species, w.shape[0]), None)
 
 
 def _contract_bwd(paths, res, g):
     if isinstance(g, SymbolicZero):
         return None, None, None
-    if len(res) == 3:  # weights not differentiated
-        x, w, species = res
+    x, w, species, sort, gw0 = res
+    if sort is None:  # weights not differentiated
         return _contract_vjp_x(paths, x, w, g, species), None, None
-    x, w, perm, items, nitems = res
-    gx, gw = _contract_vjp(paths, x, w, g, perm, items, nitems)
+    gx, gw = _contract_vjp(paths, x, w, g, *sort, gw0)
     return gx, gw, None
 
 
 _contract.defvjp(_contract_fwd, _contract_bwd, symbolic_zeros=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _contract_side_sort(paths, x, w, species):
+    """:func:`_forward_side_sort` (``out``, the sort and a zeroed ``[S, W, C]``), differentiable
+    in ``out`` exactly as :func:`_contract`."""
+    return _forward_side_sort(paths, x, w, species)
+
+
+def _contract_side_sort_fwd(paths, x, w, species):
+    # `_contract_fwd`'s residuals, reusing this call's sort. The zeroed buffer is not one of
+    # them: the inner backward consumes it (it is updated in place).
+    weights_differentiated = w.perturbed
+    x, w, species = x.value, w.value, species.value
+    out, sort, gw0 = _forward_side_sort(paths, x, w, species)
+    res = (x, w, species, sort if weights_differentiated else None, None)
+    return (out, sort, gw0), res
+
+
+def _contract_side_sort_bwd(paths, res, cts):
+    # Only `out` has a derivative: the sort is integers and the zeroed buffer a constant.
+    return _contract_bwd(paths, res, cts[0])
+
+
+_contract_side_sort.defvjp(_contract_side_sort_fwd, _contract_side_sort_bwd, symbolic_zeros=True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -260,21 +351,24 @@ _contract_vjp_x.defvjp(_contract_vjp_x_fwd, _contract_vjp_x_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _contract_vjp(paths, x, w, g, perm, items, nitems):
-    """``(gx [N, C, K], gW [S, W, C])``: the VJP of :func:`_contract` for cotangent ``g``."""
-    (gx,), (gw,) = _launch(paths, "bwd", [x, g], [w], (perm, items, nitems))
+def _contract_vjp(paths, x, w, g, perm, items, nitems, gw0):
+    """``(gx [N, C, K], gW [S, W, C])``: the VJP of :func:`_contract` for cotangent ``g``.
+    ``gw0``: ``None``, or a zeroed ``[S, W, C]`` that becomes ``gW`` in place (the kernel adds
+    its weight sums into it; a destination, so it gets no cotangent)."""
+    (gx,), (gw,) = _launch(paths, "bwd", [x, g], [w], (perm, items, nitems), gw0)
     return gx, gw
 
 
-def _contract_vjp_fwd(paths, x, w, g, perm, items, nitems):
-    return _contract_vjp(paths, x, w, g, perm, items, nitems), (x, w, g, perm, items, nitems)
+def _contract_vjp_fwd(paths, x, w, g, perm, items, nitems, gw0):
+    out = _contract_vjp(paths, x, w, g, perm, items, nitems, gw0)
+    return out, (x, w, g, perm, items, nitems)
 
 
 def _contract_vjp_bwd(paths, res, cts):
     x, w, g, perm, items, nitems = res
     hx, hw = cts
     (dx, dg), (dw,) = _launch(paths, "bwd2", [x, g, hx], [w, hw], (perm, items, nitems))
-    return dx, dw, dg, None, None, None
+    return dx, dw, dg, None, None, None, None
 
 
 _contract_vjp.defvjp(_contract_vjp_fwd, _contract_vjp_bwd)
