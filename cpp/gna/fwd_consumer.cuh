@@ -104,9 +104,11 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
   // The tile's coordinates and mask test are worked out before its GEMMs are waited for.
   auto softmax = [&](const int (&kt)[3], bool unmasked) {
     if (!unmasked) MaskScores<kRows>(s_rc, kt, win, p, col_of);
-    OnlineSoftmax<kRows>(s_rc, acc_o_rc, row_max, row_sum, p.scale_log2);
+    const SoftmaxStep<kRows> step = SoftmaxExponentials<kRows>(s_rc, row_max, p.scale_log2);
 #pragma unroll
     for (int i = 0; i < size(acc_s); ++i) p_regs(i) = static_cast<Element>(acc_s(i));
+    // The (rare) output rescale after P: its vote and branch do not delay the exponentials.
+    SoftmaxRescale<kRows>(step, acc_o_rc, row_max, row_sum, p.scale_log2);
   };
 
   // cp.async writes tiles through the generic proxy, which wgmma (async proxy) reads only after a

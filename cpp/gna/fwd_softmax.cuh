@@ -90,19 +90,30 @@ __device__ __forceinline__ float RowMax(const TensorS& s, int m) {
 // base).
 constexpr float kRebaseLog2 = 8.f;
 
-// One online-softmax step on raw scores (the scale is positive, so the raw maximum is the
-// scaled one): updates each row's base (raw units, `row_max`) and sum, turns `s` into
-// probabilities exp2(s * scale_log2 - base * scale_log2) and rescales the output accumulator
-// `o` (both in (rows, cols) views) where a warp raised a base. A row is spread over 4
-// consecutive lanes: maxima are shared (xor 1, 2), sums stay per lane until the end.
-template <int kRows, class TensorS, class TensorO>
-__device__ __forceinline__ void OnlineSoftmax(TensorS& s, TensorO& o, float (&row_max)[kRows],
-                                              float (&row_sum)[kRows], float scale_log2) {
+// What one online-softmax step carries from its exponentials to its rescale: each row's previous
+// base, whether it was raised, and this lane's sum of the tile's probabilities.
+template <int kRows>
+struct SoftmaxStep {
+  float old_max[kRows];
+  float sum[kRows];
+  bool raise[kRows];
+  bool any;  // some row of this thread raised its base
+};
+
+// First half of an online-softmax step on raw scores (the scale is positive, so the raw maximum
+// is the scaled one): updates each row's base (raw units, `row_max`) and turns `s` ((rows,
+// cols) view) into probabilities exp2(s * scale_log2 - base * scale_log2). A row is spread over
+// 4 consecutive lanes: maxima are shared (xor 1, 2), sums stay per lane until the end. The
+// output rescale is left to SoftmaxRescale, so that nothing but the maxima stands between the
+// GEMM wait and the exponentials.
+template <int kRows, class TensorS>
+__device__ __forceinline__ SoftmaxStep<kRows> SoftmaxExponentials(TensorS& s,
+                                                                  float (&row_max)[kRows],
+                                                                  float scale_log2) {
   using namespace cute;
   constexpr int kCols = decltype(size<1>(s))::value;
-  float old_max[kRows];
-  bool raise[kRows];
-  bool any = false;
+  SoftmaxStep<kRows> step;
+  step.any = false;
 #pragma unroll
   for (int m = 0; m < kRows; ++m) {
     float mx = RowMax<kCols>(s, m);
@@ -110,22 +121,11 @@ __device__ __forceinline__ void OnlineSoftmax(TensorS& s, TensorO& o, float (&ro
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
     // The first visible key always raises the base. Selects, not branches: this sits on the
     // path from the GEMM wait to the exponentials.
-    old_max[m] = row_max[m];
-    raise[m] = (mx > old_max[m]) &
-               ((old_max[m] == -INFINITY) | ((mx - old_max[m]) * scale_log2 > kRebaseLog2));
-    row_max[m] = raise[m] ? mx : old_max[m];
-    any |= raise[m];
-  }
-  // Rare after the first tiles: one warp-uniform branch for the rescale factors (exp2(-inf) = 0
-  // on the first raise, where sum and output are still zero) and the rescale itself.
-  if (__any_sync(0xffffffff, any)) {
-#pragma unroll
-    for (int m = 0; m < kRows; ++m) {
-      const float alpha = raise[m] ? Exp2((old_max[m] - row_max[m]) * scale_log2) : 1.f;
-      row_sum[m] *= alpha;
-#pragma unroll
-      for (int n = 0; n < size<1>(o); ++n) o(m, n) *= alpha;
-    }
+    step.old_max[m] = row_max[m];
+    step.raise[m] = (mx > row_max[m]) &
+                    ((row_max[m] == -INFINITY) | ((mx - row_max[m]) * scale_log2 > kRebaseLog2));
+    row_max[m] = step.raise[m] ? mx : row_max[m];
+    step.any |= step.raise[m];
   }
 #pragma unroll
   for (int m = 0; m < kRows; ++m) {
@@ -138,8 +138,38 @@ __device__ __forceinline__ void OnlineSoftmax(TensorS& s, TensorO& o, float (&ro
       s(m, n) = e;
       sum += e;
     }
-    row_sum[m] += sum;
+    step.sum[m] = sum;
   }
+  return step;
+}
+
+// Second half: where a warp raised a base (rare after the first tiles: one warp-uniform branch),
+// rescales the sums and the output accumulator `o` ((rows, cols) view) by exp2(old - new base)
+// (0 on the first raise, where both are still zero), then adds the tile's sums.
+template <int kRows, class TensorO>
+__device__ __forceinline__ void SoftmaxRescale(const SoftmaxStep<kRows>& step, TensorO& o,
+                                               const float (&row_max)[kRows],
+                                               float (&row_sum)[kRows], float scale_log2) {
+  using namespace cute;
+  if (__any_sync(0xffffffff, step.any)) {
+#pragma unroll
+    for (int m = 0; m < kRows; ++m) {
+      const float alpha = step.raise[m] ? Exp2((step.old_max[m] - row_max[m]) * scale_log2) : 1.f;
+      row_sum[m] *= alpha;
+#pragma unroll
+      for (int n = 0; n < size<1>(o); ++n) o(m, n) *= alpha;
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) row_sum[m] += step.sum[m];
+}
+
+// One online-softmax step: SoftmaxExponentials, then SoftmaxRescale.
+template <int kRows, class TensorS, class TensorO>
+__device__ __forceinline__ void OnlineSoftmax(TensorS& s, TensorO& o, float (&row_max)[kRows],
+                                              float (&row_sum)[kRows], float scale_log2) {
+  const SoftmaxStep<kRows> step = SoftmaxExponentials<kRows>(s, row_max, scale_log2);
+  SoftmaxRescale<kRows>(step, o, row_max, row_sum, scale_log2);
 }
 
 // Final normalisation of a row: returns the natural-log LSE (-inf for an empty row) and

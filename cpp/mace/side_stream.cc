@@ -3,7 +3,9 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 namespace jaxk::mace {
@@ -18,8 +20,19 @@ struct SideStreamState {
 namespace {
 
 // Creates the stream and both events on the current device; on failure releases what it made.
+// The stream has the device's greatest priority, so that the sort's blocks are scheduled ahead of
+// the forward kernel's waiting blocks (MP-S forward+backward 2-3% faster on H100 than at default
+// priority); JAX_MACE_SIDE_STREAM_PRIORITY=default for default priority (A/B; read once).
 cudaError_t CreateState(SideStreamState* state) {
-  cudaError_t err = cudaStreamCreateWithFlags(&state->stream, cudaStreamNonBlocking);
+  int priority = 0;
+  if (const char* env = std::getenv("JAX_MACE_SIDE_STREAM_PRIORITY");
+      env == nullptr || std::string(env) != "default") {
+    int least = 0;
+    if (cudaError_t err = cudaDeviceGetStreamPriorityRange(&least, &priority); err != cudaSuccess) {
+      return err;
+    }
+  }
+  cudaError_t err = cudaStreamCreateWithPriority(&state->stream, cudaStreamNonBlocking, priority);
   if (err == cudaSuccess) err = cudaEventCreateWithFlags(&state->fork, cudaEventDisableTiming);
   if (err == cudaSuccess) err = cudaEventCreateWithFlags(&state->join, cudaEventDisableTiming);
   if (err == cudaSuccess) return err;
