@@ -386,8 +386,9 @@ def test_unknown_backend_is_rejected():
         contract(x, w, jnp.zeros((2,), jnp.int32), paths, backend="triton")
 
 
-def test_force_loss_gradient_lowers_to_three_specialised_kernels(monkeypatch):
-    """The custom-VJP chain: grad of a force loss = fwd, bwd and bwd2 launches (CPU lowering)."""
+def _lowering_setup(monkeypatch):
+    """``(jit module, paths, x, w, species)`` for lowering the "cuda" backend on the CPU: the
+    backend reports itself available and kernel keys are the program names' hashes."""
     from jax_mace.symmetric_contraction import jit
 
     monkeypatch.setattr(jit, "unavailable_reason", lambda *a: None)
@@ -395,7 +396,12 @@ def test_force_loss_gradient_lowers_to_three_specialised_kernels(monkeypatch):
     paths = _paths(*CASES[0])
     x = jnp.ones((10, 4, paths.num_in))
     w = jnp.ones((3, paths.num_weights, 4))
-    sp = jnp.zeros((10,), jnp.int32)
+    return jit, paths, x, w, jnp.zeros((10,), jnp.int32)
+
+
+def test_force_loss_gradient_lowers_to_three_specialised_kernels(monkeypatch):
+    """The custom-VJP chain: grad of a force loss = fwd, bwd and bwd2 launches (CPU lowering)."""
+    jit, paths, x, w, sp = _lowering_setup(monkeypatch)
 
     def energy(x_, w_):
         return jnp.sum(jit.symmetric_contraction_jit(x_, w_, sp, paths) ** 2)
@@ -416,15 +422,8 @@ def _lowered_vjp_and_force_loss(monkeypatch, side_sort: str):
     """Lowered text (cuda) of the output and VJP (x and W), and of the gradient of a loss on both
     first derivatives, with ``$JAX_MACE_SYMJIT_SIDE_SORT=side_sort``. Kernel keys: by program
     name."""
-    from jax_mace.symmetric_contraction import jit
-
     monkeypatch.setenv("JAX_MACE_SYMJIT_SIDE_SORT", side_sort)
-    monkeypatch.setattr(jit, "unavailable_reason", lambda *a: None)
-    monkeypatch.setattr(jit, "kernel_key", lambda paths, name, ctype, *_: hash(name) & 0xFFFF)
-    paths = _paths(*CASES[0])
-    x = jnp.ones((10, 4, paths.num_in))
-    w = jnp.ones((3, paths.num_weights, 4))
-    sp = jnp.zeros((10,), jnp.int32)
+    jit, paths, x, w, sp = _lowering_setup(monkeypatch)
     g = jnp.ones((10, 4, paths.num_out))
 
     def f(x_, w_):
