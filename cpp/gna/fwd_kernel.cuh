@@ -21,6 +21,7 @@
 #include "gna/fwd_params.h"
 #include "gna/fwd_softmax.cuh"
 #include "gna/fwd_sync.cuh"
+#include "gna/fwd_work.cuh"
 
 namespace jaxk::gna {
 
@@ -77,59 +78,34 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   Tensor sK = make_tensor(make_smem_ptr(smem_k), typename Cfg::SmemLayoutK{});  // (kv, d, stage)
   Tensor sV = make_tensor(make_smem_ptr(smem_v), typename Cfg::SmemLayoutV{});  // (d, kv, stage)
 
-  // Work item: Q tile fastest, so that CTAs running together share KV tiles in L2.
-  int64_t work = blockIdx.x;
-  const int64_t tile = work % p.q_tiles;
-  work /= p.q_tiles;
-  const int head = static_cast<int>(work % p.heads_q);
-  const int64_t batch = work / p.heads_q;
-  const int head_kv = head / (p.heads_q / p.heads_kv);
-  AxisTile ax[3];
-  {
-    int64_t t = tile;
-    for (int a = 2; a >= 0; --a) {
-      const int idx = static_cast<int>(t % p.num_tiles[a]);
-      t /= p.num_tiles[a];
-      ax[a] = LoadAxisTile(p.tables + p.axis_off[a] + 8 * idx);
-    }
-  }
+  // Work item (Q tile fastest: CTAs running together share K/V in L2), decoded as the
+  // warp-specialised kernels do, held in registers.
+  WorkTile w;
+  LoadWork(p, static_cast<int>(blockIdx.x), w);
   const int64_t tokens = int64_t(p.n[0]) * p.n[1] * p.n[2];
   const auto* q = static_cast<const Element*>(p.q);
   const auto* k = static_cast<const Element*>(p.k);
   const auto* v = static_cast<const Element*>(p.v);
   // Element offsets of (batch, token 0, head) and the stride between tokens.
-  const int64_t q_base = (batch * tokens * p.heads_q + head) * kD;
-  const int64_t kv_base = (batch * tokens * p.heads_kv + head_kv) * kD;
+  const int64_t q_base = (w.batch * tokens * p.heads_q + w.head) * kD;
+  const int64_t kv_base = (w.batch * tokens * p.heads_kv + w.head_kv) * kD;
   const int64_t q_stride = int64_t(p.heads_q) * kD;
   const int64_t kv_stride = int64_t(p.heads_kv) * kD;
 
   auto q_row = [&](int r, int64_t& offset) {
-    int c[3], j[3];
-    SplitRow(r, p.q_shift, c);
-    for (int a = 0; a < 3; ++a) j[a] = ax[a].q_start + c[a];
     int64_t token;
-    const bool valid = TokenOf(j, ax, p, token);
+    const bool valid = w.QToken(r, p, token);
     offset = q_base + token * q_stride;
     return valid;
   };
-  int kv_count[3];
-  for (int a = 0; a < 3; ++a) kv_count[a] = ax[a].kv_hi - ax[a].kv_lo;
-  const int num_kv = kv_count[0] * kv_count[1] * kv_count[2];
-  auto kv_tile_of = [&](int it, int (&kt)[3]) {
-    kt[2] = ax[2].kv_lo + it % kv_count[2];
-    it /= kv_count[2];
-    kt[1] = ax[1].kv_lo + it % kv_count[1];
-    kt[0] = ax[0].kv_lo + it / kv_count[1];
-  };
-  auto load_kv = [&](int it, int stage, bool is_v) {
-    int kt[3];
-    kv_tile_of(it, kt);
+  // K or V of KV tile `kt` into ring stage `stage`.
+  auto load_kv = [&](const int (&kt)[3], int stage, bool is_v) {
     auto row_at = [&](int r, int64_t& offset) {
       int c[3], j[3];
       SplitRow(r, p.kv_shift, c);
       for (int a = 0; a < 3; ++a) j[a] = (kt[a] << p.kv_shift[a]) + c[a];
       int64_t token;
-      const bool valid = TokenOf(j, ax, p, token);
+      const bool valid = TokenOf(j, w.ax, p, token);
       offset = kv_base + token * kv_stride;
       return valid;
     };
@@ -139,14 +115,20 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       GatherRows<Cfg, kBKV>(k, row_at, [&](int r, int col) { return &sK(r, col, stage); });
     }
   };
+  // Two cursors over the KV tiles: the one computed on and the one loaded ahead of it.
+  KvTileCursor tile(w);
+  KvTileCursor ahead(w);
+  const int full_lo[3] = {w.ax[0].full_lo, w.ax[1].full_lo, w.ax[2].full_lo};
+  const int full_hi[3] = {w.ax[0].full_hi, w.ax[1].full_hi, w.ax[2].full_hi};
 
   // Prologue: Q, K0, V0 as three commit groups.
   GatherRows<Cfg, kBQ>(q, q_row, [&](int r, int col) { return &sQ(r, col); });
   CpAsyncCommit();
-  load_kv(0, 0, false);
+  load_kv(ahead.kt, 0, false);
   CpAsyncCommit();
-  load_kv(0, 0, true);
+  load_kv(ahead.kt, 0, true);
   CpAsyncCommit();
+  ahead.Advance();
 
   const int tid = threadIdx.x;
   typename Cfg::TiledMmaQK mma_qk;
@@ -167,7 +149,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   constexpr int kRows = size<0>(decltype(tScS_rc.layout()){});
 
   const RowWindows<kRows> win =
-      LoadRowWindows<kRows>(p, ax, [&](int m) { return get<0>(tScS_rc(m, 0)); });
+      LoadRowWindows<kRows>(p, w.ax, [&](int m) { return get<0>(tScS_rc(m, 0)); });
 
   float row_max[kRows], row_sum[kRows];
 #pragma unroll
@@ -176,12 +158,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     row_sum[m] = 0.f;
   }
 
-  for (int it = 0; it < num_kv; ++it) {
+  for (int it = 0; it < w.num_kv; ++it, tile.Advance(), ahead.Advance()) {
     const int stage = it & 1;
     CpAsyncWait<1>();  // K[it] (and Q) have landed; V[it] may still be in flight
     FenceToAsyncProxy();
     __syncthreads();
-    if (it + 1 < num_kv) load_kv(it + 1, stage ^ 1, false);
+    if (it + 1 < w.num_kv) load_kv(ahead.kt, stage ^ 1, false);
     CpAsyncCommit();
 
     Tensor acc_s = partition_fragment_C(mma_qk, Shape<Int<kBQ>, Int<kBKV>>{});
@@ -198,12 +180,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     warpgroup_fence_operand(acc_s);
 
     Tensor s_rc = make_tensor(acc_s.data(), RowColView(acc_s.layout()));
-    int kt[3];
-    kv_tile_of(it, kt);
-    bool full = true;
-    for (int a = 0; a < 3; ++a) full = full && kt[a] >= ax[a].full_lo && kt[a] < ax[a].full_hi;
-    if (!full) {
-      MaskScores<kRows>(s_rc, kt, win, p, [&](int n) { return get<1>(tScS_rc(0, n)); });
+    if (!tile.Unmasked(full_lo, full_hi)) {
+      MaskScores<kRows>(s_rc, tile.kt, win, p, [&](int n) { return get<1>(tScS_rc(0, n)); });
     }
     OnlineSoftmax<kRows>(s_rc, acc_o_rc, row_max, row_sum, p.scale_log2);
     Tensor p_regs = make_tensor_like<Element>(acc_s);
@@ -214,7 +192,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     CpAsyncWait<1>();  // V[it] has landed; K[it + 1] may still be in flight
     FenceToAsyncProxy();
     __syncthreads();
-    if (it + 1 < num_kv) load_kv(it + 1, stage ^ 1, true);
+    if (it + 1 < w.num_kv) load_kv(ahead.kt, stage ^ 1, true);
     CpAsyncCommit();
 
     warpgroup_fence_operand(acc_o);
@@ -237,12 +215,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 #pragma unroll
   for (int m = 0; m < kRows; ++m) {
     const float lse_m = FinishRow(acc_o_rc, m, row_max[m], row_sum[m], p.scale_log2);
-    if (tid % 4 == 0) {
-      int c[3], j[3];
-      SplitRow(get<0>(tOcO_rc(m, 0)), p.q_shift, c);
-      for (int a = 0; a < 3; ++a) j[a] = ax[a].q_start + c[a];
-      int64_t token;
-      if (TokenOf(j, ax, p, token)) lse[(batch * tokens + token) * p.heads_q + head] = lse_m;
+    int64_t token;
+    if (tid % 4 == 0 && w.QToken(get<0>(tOcO_rc(m, 0)), p, token)) {
+      lse[(w.batch * tokens + token) * p.heads_q + w.head] = lse_m;
     }
   }
   __syncthreads();  // every warpgroup is done reading Q

@@ -77,7 +77,7 @@ struct KvTileCursor {
   }
 };
 
-// Work item `work` (< 2^31, LaunchWs checks): 32-bit index arithmetic, since 64-bit divisions
+// Work item `work` (< 2^31: the launchers check): 32-bit index arithmetic, since 64-bit divisions
 // would lengthen the prologue every tile waits for.
 __device__ __forceinline__ void LoadWork(const FwdParams& p, int work, WorkTile& w) {
   const int q_tiles = static_cast<int>(p.q_tiles);
