@@ -29,6 +29,10 @@ int Log2Exact(int64_t x) {
   return (int64_t{1} << s) == x ? s : -1;
 }
 
+ffi::Error CudaError(cudaError_t err) {
+  return ffi::Error::Internal(std::string("gna_fwd: CUDA error: ") + cudaGetErrorString(err));
+}
+
 // The persistent schedule of the TMA kernel: one CTA per SM of the current device (one fits per
 // SM) taking work items from a counter in XLA scratch memory, zeroed on the stream. Left off
 // (one CTA per work item) when the work items fit in one wave, or with JAXK_GNA_PERSISTENT=0
@@ -43,18 +47,14 @@ ffi::Error SchedulePersistent(cudaStream_t stream, ffi::ScratchAllocator& scratc
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess)
     err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (err != cudaSuccess) {
-    return ffi::Error::Internal(std::string("gna_fwd: CUDA error: ") + cudaGetErrorString(err));
-  }
+  if (err != cudaSuccess) return CudaError(err);
   if (p.q_tiles * p.heads_q * p.batch <= sms) return ffi::Error::Success();
   const std::optional<void*> counter = scratch.Allocate(sizeof(int32_t), alignof(int32_t));
   if (!counter.has_value()) {
     return ffi::Error::Internal("gna_fwd: no scratch memory for the work-item counter");
   }
   err = cudaMemsetAsync(*counter, 0, sizeof(int32_t), stream);
-  if (err != cudaSuccess) {
-    return ffi::Error::Internal(std::string("gna_fwd: CUDA error: ") + cudaGetErrorString(err));
-  }
+  if (err != cudaSuccess) return CudaError(err);
   p.max_ctas = sms;
   p.work_counter = static_cast<int32_t*>(*counter);
   return ffi::Error::Success();
@@ -180,9 +180,7 @@ ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
         "gna_fwd: no kernel for this dtype/head_dim (need bf16 or "
         "f16 and head_dim 32, 64, 128 or 256)");
   }
-  if (err != cudaSuccess) {
-    return ffi::Error::Internal(std::string("gna_fwd: CUDA error: ") + cudaGetErrorString(err));
-  }
+  if (err != cudaSuccess) return CudaError(err);
   return ffi::Error::Success();
 }
 

@@ -134,9 +134,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     const int k_step = static_cast<int>(&sK(row0 + kRowsPerPass, col, 0) - &sK(row0, col, 0));
     const int v_step = static_cast<int>(&sV(col, row0 + kRowsPerPass, 0) - &sV(col, row0, 0));
     KvTileCursor tile(w);
-    for (int it = 0; it < w.num_kv; ++it, tile.Advance()) {
-      const int s = it % kS;
-      const uint32_t parity = ((it / kS) & 1) ^ 1;
+    RingPos<kS> ring;
+    for (int it = 0; it < w.num_kv; ++it, tile.Advance(), ring.Advance()) {
+      const int s = ring.stage;
+      const uint32_t parity = ring.phase ^ 1;
       MbarWait(sm.k_empty + s, parity);
       gather_kv(k, tile.kt, &sK(row0, col, s), k_step);
       CpAsyncArriveNoinc(sm.k_full + s);
