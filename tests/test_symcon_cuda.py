@@ -725,3 +725,68 @@ def test_gpu_side_sort_errors_name_the_call(monkeypatch):
     with pytest.raises(Exception, match="jaxk_symjit_side_sort: kernel 12345 is not registered"):
         jax.block_until_ready(grad(x, w))
     jax.clear_caches()
+
+
+@pytest.mark.gpu
+def test_gpu_side_sort_checks_its_outputs():
+    """jaxk_symjit_side_sort checks the sort's outputs and the zeroed weight-gradient buffer
+    ([S, k, C] in the node dtype) before it forks, and names the call and the rule."""
+    import jax_mace
+    from jax_mace.symmetric_contraction import cuda as cu
+    from jax_mace.symmetric_contraction import jit
+
+    assert jax_mace.cuda_status().has(jit.SIDE_SORT_TARGET)  # registers the targets
+    paths = _paths(*SMALL[1])
+    x, w, sp = _inputs(paths, n=300, c=8, s=3, dtype=np.float32, seed=0)
+    n, c, _ = x.shape
+    s = w.shape[0]
+    (gw_width,) = [len(a) for a in jit.programs(paths)["bwd"].species_out]
+
+    def side_sort(items_rows: int, zeroed_shape, zeroed_dtype=jnp.float32, **override):
+        perm, items, nitems, work = cu.sort_shapes(n, s)
+        shapes = jit._out_shapes([paths.num_out], lambda m: (n, c, m), jnp.float32)
+        shapes += [perm, jax.ShapeDtypeStruct((items_rows, 4), jnp.int32), nitems, work]
+        shapes.append(jax.ShapeDtypeStruct(zeroed_shape, zeroed_dtype))
+        call = jax.ffi.ffi_call(jit.SIDE_SORT_TARGET, shapes, vmap_method="sequential")
+        attrs = {**jit._kernel_attrs(paths, "fwd", jnp.float32, False), **override}
+        return jax.block_until_ready(
+            call(sp.astype(jnp.int32), *jit._padded([x], 3, x.dtype), w, w, **attrs)
+        )
+
+    good_rows = cu.sort_shapes(n, s)[1].shape[0]
+    side_sort(good_rows, (s, gw_width, c))  # well formed
+    with pytest.raises(Exception, match=r"jaxk_symjit_side_sort: species sort: items must have"):
+        side_sort(good_rows - 1, (s, gw_width, c))
+    with pytest.raises(Exception, match=r"the zeroed buffer must be \[S, k, C\] in the node dtype"):
+        side_sort(good_rows, (s, gw_width, c + 1))
+    with pytest.raises(Exception, match=r"the zeroed buffer must be \[S, k, C\] in the node dtype"):
+        side_sort(good_rows, (s, gw_width, c), jnp.float64)
+    with pytest.raises(Exception, match=r"side_sort: a species array \(S\) is required"):
+        side_sort(good_rows, (s, gw_width, c), sin_widths=np.zeros((0,), np.int64))
+
+
+@pytest.mark.gpu
+def test_gpu_symjit_checks_the_zeroed_alias(monkeypatch):
+    """A launch told that its species output 0 arrives zeroed (sout0_zeroed) refuses a program
+    without species outputs, and an output buffer that is not its zeroed input (no
+    input_output_aliases), instead of accumulating into uninitialised memory."""
+    import jax_mace
+    from jax_mace.symmetric_contraction import cuda as cu
+    from jax_mace.symmetric_contraction import jit
+
+    assert jax_mace.cuda_status().has(jit.TARGET)  # registers the targets
+    paths = _paths(*SMALL[1])
+    x, w, sp = _inputs(paths, n=40, c=8, s=3, dtype=np.float32, seed=0, pad=0)
+    g = jnp.ones((40, 8, paths.num_out), jnp.float32)
+    sort = cu._sort(sp, w.shape[0])
+    ffi_call = jax.ffi.ffi_call
+
+    def without_aliases(*args, **kwargs):
+        kwargs.pop("input_output_aliases", None)
+        return ffi_call(*args, **kwargs)
+
+    monkeypatch.setattr(jax.ffi, "ffi_call", without_aliases)
+    with pytest.raises(Exception, match=r"jaxk_symjit: species output 0 must alias its zeroed"):
+        jax.block_until_ready(jit._launch(paths, "bwd", [x, g], [w], sort, jnp.zeros_like(w)))
+    with pytest.raises(Exception, match=r"jaxk_symjit: sout0_zeroed without a species output"):
+        jax.block_until_ready(jit._launch(paths, "fwd", [x], [w], (sp,), jnp.zeros_like(w)))
