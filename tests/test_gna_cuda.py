@@ -348,6 +348,31 @@ def test_tma_cases(name, producer):
     check_config(TMA_CASES[name], seed=len(name) + 1)
 
 
+# Every KV tile shape (every split of a tile's row bits between the axes: where each axis's
+# coordinate sits in a KV-tile row) on grids with windows that mask most tiles, for 128-row
+# (head_dim <= 128) and 64-row (head_dim 256) KV tiles: the kernels' per-row column masks
+# (ColumnMasks in fwd_softmax.cuh) against the reference.
+_MASK_GRIDS = {
+    1: ((300,), (37,), (False,), (128,)),
+    2: ((20, 28), (5, 9), (False, False), (8, 16)),
+    3: ((6, 10, 12), (3, 5, 7), (False, True, False), (2, 8, 8)),
+}
+KV_TILE_SWEEP = [
+    (head_dim, rank, kv_tile)
+    for head_dim in (64, 256)
+    for rank in (1, 2, 3)
+    for kv_tile in tiling._pow2_shapes(tiling.kv_block(head_dim), rank, (128,) * rank)
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("head_dim,rank,kv_tile", KV_TILE_SWEEP)
+def test_masks_every_kv_tile_shape(head_dim, rank, kv_tile):
+    shape, w, causal, q_tile = _MASK_GRIDS[rank]
+    cfg = _edge(shape, w, c=causal, head_dim=head_dim, tiles=(q_tile, kv_tile))
+    check_config(cfg, seed=sum(kv_tile))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     "cfg,force,expect",

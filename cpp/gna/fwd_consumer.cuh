@@ -77,7 +77,8 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
   constexpr int kRows = decltype(size<0>(s_rc))::value;
   const RowWindows<kRows> win =
       LoadRowWindows<kRows>(p, w.ax, [&](int m) { return get<0>(tScS_rc(m, 0)); });
-  auto col_of = [&](int n) { return get<1>(tScS_rc(0, n)); };
+  const int q2 = get<1>(tScS_rc(0, 0));  // 2 * (lane % 4): the thread's first column
+  uint32_t visible[kRows];
 
   float row_max[kRows], row_sum[kRows];
 #pragma unroll
@@ -101,9 +102,13 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
       cute::gemm(mma_pv, tOrP(_, _, kb), tOrV(_, _, kb, stage), acc_o);
     }
   };
-  // The tile's coordinates and mask test are worked out before its GEMMs are waited for.
-  auto softmax = [&](const int (&kt)[3], bool unmasked) {
-    if (!unmasked) MaskScores<kRows>(s_rc, kt, win, p, col_of);
+  // The tile's coordinates, mask test and column masks are worked out before its GEMMs are
+  // waited for.
+  auto column_masks = [&](const int (&kt)[3], bool unmasked) {
+    if (!unmasked) ColumnMasks<kRows>(visible, kt, win, p, q2);
+  };
+  auto softmax = [&](bool unmasked) {
+    if (!unmasked) ApplyColumnMasks<kRows>(s_rc, visible);
     const SoftmaxStep<kRows> step = SoftmaxExponentials<kRows>(s_rc, row_max, p.scale_log2);
 #pragma unroll
     for (int i = 0; i < size(acc_s); ++i) p_regs(i) = static_cast<Element>(acc_s(i));
@@ -139,11 +144,12 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
   issue_qk(k_pos.stage);
   warpgroup_commit_batch();
   NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
+  column_masks(tile.kt, unmasked);
   warpgroup_wait<0>();
   warpgroup_fence_operand(acc_s);
   // The last K stage stages O (below).
   if (num_kv > 1) release(sm.k_empty + k_pos.stage);
-  softmax(tile.kt, unmasked);
+  softmax(unmasked);
 
   // Block it: O += P(it-1) V(it-1) and S(it) = Q K(it)^T, then the softmax of S(it).
   RingPos<Cfg::kStages> v_pos = k_pos;  // V of the previous KV tile
@@ -162,12 +168,13 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
     issue_qk(k_pos.stage);
     warpgroup_commit_batch();
     NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
+    column_masks(tile.kt, unmasked);
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc_s);
     warpgroup_fence_operand(acc_o);
     release(sm.v_empty + v_pos.stage);
     if (it + 1 < num_kv) release(sm.k_empty + k_pos.stage);
-    softmax(tile.kt, unmasked);
+    softmax(unmasked);
     v_pos = k_pos;
   }
   // Every Q K^T of this work item has completed: the producer may load the next Q.

@@ -150,6 +150,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
 
   const RowWindows<kRows> win =
       LoadRowWindows<kRows>(p, w.ax, [&](int m) { return get<0>(tScS_rc(m, 0)); });
+  const int q2 = get<1>(tScS_rc(0, 0));  // 2 * (lane % 4): the thread's first column
 
   float row_max[kRows], row_sum[kRows];
 #pragma unroll
@@ -176,13 +177,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
       mma_qk.accumulate_ = GMMA::ScaleOut::One;
     }
     warpgroup_commit_batch();
+    const bool unmasked = tile.Unmasked(full_lo, full_hi);
+    uint32_t visible[kRows];
+    if (!unmasked) ColumnMasks<kRows>(visible, tile.kt, win, p, q2);
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc_s);
 
     Tensor s_rc = make_tensor(acc_s.data(), RowColView(acc_s.layout()));
-    if (!tile.Unmasked(full_lo, full_hi)) {
-      MaskScores<kRows>(s_rc, tile.kt, win, p, [&](int n) { return get<1>(tScS_rc(0, n)); });
-    }
+    if (!unmasked) ApplyColumnMasks<kRows>(s_rc, visible);
     OnlineSoftmax<kRows>(s_rc, acc_o_rc, row_max, row_sum, p.scale_log2);
     Tensor p_regs = make_tensor_like<Element>(acc_s);
 #pragma unroll

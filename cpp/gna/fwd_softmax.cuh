@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cute/tensor.hpp>
 
 #include "gna/fwd_device.cuh"
@@ -40,30 +41,77 @@ __device__ __forceinline__ RowWindows<kRows> LoadRowWindows(const FwdParams& p,
   return w;
 }
 
-// Masks the raw scores (rows, cols view) of a partial KV tile: keys outside a row's window (or
-// past the grid: windows never reach there) become -inf. `col_of(n)` is the column of element
-// n in the KV tile.
-template <int kRows, class TensorS, class ColCoord>
-__device__ __forceinline__ void MaskScores(TensorS& s, const int (&kv_tile)[3],
-                                           const RowWindows<kRows>& win, const FwdParams& p,
-                                           ColCoord col_of) {
+// The fine-grained mask of a partial KV tile: keys outside a row's window (or past the grid:
+// windows never reach there) get -inf. It is kept as one 32-bit visibility mask per row of the
+// thread, worked out before the tile's GEMM is waited for, so that only the selects stand
+// between the wait and the exponentials. Bit n is column n of the thread's (rows, cols) view of
+// a 64xN wgmma accumulator (N = 128 or 64 KV rows: 32 or 16 columns): KV-tile row
+// 2q + (n & 1) + 8 (n >> 1), where q = lane % 4 (`q2` = 2q is the thread's column 0). Those rows
+// grow with n. An axis's coordinate is bits [pos, pos + bits) of a KV-tile row (SplitRow order,
+// axis 2 fastest), and the window test is separable: the rows whose coordinate lies in [lo, hi)
+// form, within each block of 2^(pos + bits) rows, one run of consecutive n, which repeats block
+// after block. The three axes' masks are ANDed.
+
+// How many of the thread's columns have a KV-tile row below v (0 <= v <= N).
+__device__ __forceinline__ int ColumnsBelow(int v, int q2) {
+  return 2 * (v >> 3) + min(max((v & 7) - q2, 0), 2);
+}
+
+// Bits [0, k) set (0 <= k <= 32).
+__device__ __forceinline__ uint32_t LowBits(int k) { return k >= 32 ? ~0u : (1u << k) - 1u; }
+
+// Bit n: whether column n's coordinate on an axis at bits [pos, pos + bits) lies in [lo, hi)
+// (tile-local coordinates).
+__device__ __forceinline__ uint32_t AxisColumnMask(int lo, int hi, int pos, int bits, int q2) {
+  const int extent = 1 << bits;
+  lo = min(max(lo, 0), extent);
+  hi = min(max(hi, 0), extent);
+  if (pos + bits < 3) {  // the coordinate lies in the bits of 2q + (n & 1)
+    const int f0 = (q2 >> pos) & (extent - 1);
+    const int f1 = ((q2 + 1) >> pos) & (extent - 1);
+    return ((lo <= f0) & (f0 < hi) ? 0x55555555u : 0u) |
+           ((lo <= f1) & (f1 < hi) ? 0xAAAAAAAAu : 0u);
+  }
+  // A block of 2^(pos + bits) rows is 2^(pos + bits - 2) consecutive n.
+  const int period = pos + bits - 2;
+  const uint32_t run = LowBits(ColumnsBelow(hi << pos, q2)) & ~LowBits(ColumnsBelow(lo << pos, q2));
+  const uint32_t repeat = period >= 5   ? 1u
+                          : period == 4 ? 0x00010001u
+                          : period == 3 ? 0x01010101u
+                          : period == 2 ? 0x11111111u
+                                        : 0x55555555u;
+  return run * repeat;
+}
+
+// Visibility masks of KV tile `kv_tile` for the thread's rows.
+template <int kRows>
+__device__ __forceinline__ void ColumnMasks(uint32_t (&visible)[kRows], const int (&kv_tile)[3],
+                                            const RowWindows<kRows>& win, const FwdParams& p,
+                                            int q2) {
+  const int pos[3] = {p.kv_shift[1] + p.kv_shift[2], p.kv_shift[2], 0};
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    uint32_t v = ~0u;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const int lo = win.lo[m][a] - (kv_tile[a] << p.kv_shift[a]);
+      v &= AxisColumnMask(lo, lo + win.len[m][a], pos[a], p.kv_shift[a], q2);
+    }
+    visible[m] = v;
+  }
+}
+
+// Sets the scores of invisible columns to -inf ((rows, cols) view).
+template <int kRows, class TensorS>
+__device__ __forceinline__ void ApplyColumnMasks(TensorS& s, const uint32_t (&visible)[kRows]) {
   using namespace cute;
   constexpr int kCols = decltype(size<1>(s))::value;
+  static_assert(kCols == 32 || kCols == 16, "a 64x128 or 64x64 wgmma accumulator");
 #pragma unroll
-  for (int n = 0; n < kCols; ++n) {
-    int c[3];
-    SplitRow(col_of(n), p.kv_shift, c);
+  for (int m = 0; m < kRows; ++m) {
 #pragma unroll
-    for (int a = 0; a < 3; ++a) c[a] += kv_tile[a] << p.kv_shift[a];
-#pragma unroll
-    for (int m = 0; m < kRows; ++m) {
-      bool visible = true;
-#pragma unroll
-      for (int a = 0; a < 3; ++a) {
-        visible = visible &&
-                  static_cast<unsigned>(c[a] - win.lo[m][a]) < static_cast<unsigned>(win.len[m][a]);
-      }
-      if (!visible) s(m, n) = -INFINITY;
+    for (int n = 0; n < kCols; ++n) {
+      if (!((visible[m] >> n) & 1u)) s(m, n) = -INFINITY;
     }
   }
 }
