@@ -17,3 +17,7 @@ nvcc=$(grep -m1 '^CMAKE_CUDA_COMPILER:' "$build/CMakeCache.txt" | cut -d= -f2)
 "${nvcc:-nvcc}" -std=c++17 --expt-relaxed-constexpr -Icpp -isystem "$cutlass/include" \
   tools/check_gna_tma_layout.cu -o "$build/check_gna_tma_layout"
 "$build/check_gna_tma_layout"
+# The GNA kernels' column masks: the accumulator layout they assume and their per-axis runs.
+"${nvcc:-nvcc}" -std=c++17 --expt-relaxed-constexpr -Icpp -isystem "$cutlass/include" \
+  tools/check_gna_column_masks.cu -o "$build/check_gna_column_masks"
+"$build/check_gna_column_masks"

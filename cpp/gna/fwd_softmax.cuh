@@ -53,16 +53,19 @@ __device__ __forceinline__ RowWindows<kRows> LoadRowWindows(const FwdParams& p,
 // after block. The three axes' masks are ANDed.
 
 // How many of the thread's columns have a KV-tile row below v (0 <= v <= N).
-__device__ __forceinline__ int ColumnsBelow(int v, int q2) {
+__host__ __device__ __forceinline__ int ColumnsBelow(int v, int q2) {
   return 2 * (v >> 3) + min(max((v & 7) - q2, 0), 2);
 }
 
 // Bits [0, k) set (0 <= k <= 32).
-__device__ __forceinline__ uint32_t LowBits(int k) { return k >= 32 ? ~0u : (1u << k) - 1u; }
+__host__ __device__ __forceinline__ uint32_t LowBits(int k) {
+  return k >= 32 ? ~0u : (1u << k) - 1u;
+}
 
 // Bit n: whether column n's coordinate on an axis at bits [pos, pos + bits) lies in [lo, hi)
 // (tile-local coordinates).
-__device__ __forceinline__ uint32_t AxisColumnMask(int lo, int hi, int pos, int bits, int q2) {
+__host__ __device__ __forceinline__ uint32_t AxisColumnMask(int lo, int hi, int pos, int bits,
+                                                            int q2) {
   const int extent = 1 << bits;
   lo = min(max(lo, 0), extent);
   hi = min(max(hi, 0), extent);
