@@ -11,14 +11,24 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cute/arch/copy_sm90.hpp>
+#include <cute/atom/copy_atom.hpp>
 #include <cute/tensor.hpp>
 
 #include "gna/fwd_device.cuh"
 #include "gna/fwd_params.h"
 #include "gna/fwd_softmax.cuh"
 #include "gna/fwd_sync.cuh"
+#include "gna/fwd_tma.cuh"
 #include "gna/fwd_work.cuh"
 #include "gna/fwd_ws_config.cuh"
+
+// Diagnostic build (-DJAXK_GNA_TIMING=1): per-consumer cycle counts of the persistent TMA kernel,
+// printed at exit for the first CTAs.
+#ifndef JAXK_GNA_TIMING
+#define JAXK_GNA_TIMING 0
+#endif
 
 namespace jaxk::gna {
 
@@ -30,16 +40,32 @@ struct TileSeq {
   RingPos<kStages> ring;
   uint32_t q_phase;
   bool first;
+  int stored_stage = -1;  // TMA kernel: the K stage the last O bulk store reads (-1: none)
+#if JAXK_GNA_TIMING
+  long long t_q = 0, t_loop = 0, t_epi = 0, t_kv = 0, t_turn = 0, t_gemm = 0, t_soft = 0;
+  long long items = 0, tiles = 0;
+#endif
 };
+#if JAXK_GNA_TIMING
+#define JAXK_TIMED(acc, stmt)        \
+  do {                               \
+    const long long t0_ = clock64(); \
+    stmt;                            \
+    seq.acc += clock64() - t0_;      \
+  } while (0)
+#else
+#define JAXK_TIMED(acc, stmt) stmt
+#endif
 
 // One work item of the two consumer warpgroups: waits for its Q tile, walks its KV tiles through
 // the ring, and hands the Q buffer back after its last Q K^T (q_empty: the producer may load
 // the next work item's Q while this one finishes). O is staged for coalesced stores in the
-// last K stage, which is handed back after the stores. Returns whether another work item follows.
+// last K stage, which is handed back after the stores (TMA kernel: bulk tensor stores through
+// `maps->o`; unused otherwise). Returns whether another work item follows.
 template <class Cfg, class TQ, class TK, class TV>
 __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& w, TQ& sQ, TK& sK,
                                             TV& sV, const WsSmem<Cfg>& sm,
-                                            TileSeq<Cfg::kStages>& seq) {
+                                            TileSeq<Cfg::kStages>& seq, const FwdTmaMaps* maps) {
   using namespace cute;
   using Element = typename Cfg::Element;
   constexpr int kD = Cfg::kHeadDim;
@@ -69,7 +95,16 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
   // at the end of the previous one).
   if (seq.first && consumer == 1) NamedArrive(kBarSchedule + 0, Cfg::kConsumerThreads);
   // The producer wrote the work item before arriving on q_full.
+#if JAXK_GNA_TIMING
+  const long long t_enter = clock64();
+#endif
   MbarWait(sm.q_full, seq.q_phase);
+#if JAXK_GNA_TIMING
+  const long long t_qdone = clock64();
+  seq.t_q += t_qdone - t_enter;
+  seq.items += 1;
+  seq.tiles += w.num_kv;
+#endif
   const bool has_next = w.has_next;
 
   Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kBQ>, Int<kBKV>>{}));
@@ -136,15 +171,24 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
   const int num_kv = w.num_kv;
   bool unmasked = tile.Unmasked(full_lo, full_hi);
   RingPos<Cfg::kStages> k_pos = seq.ring;  // K of the current KV tile
-  MbarWait(sm.k_full + k_pos.stage, k_pos.phase);
+  JAXK_TIMED(t_kv, MbarWait(sm.k_full + k_pos.stage, k_pos.phase));
   fence_loads();
-  NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
+  JAXK_TIMED(t_turn, NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads));
   warpgroup_fence_operand(acc_s);
   warpgroup_arrive();
   issue_qk(k_pos.stage);
   warpgroup_commit_batch();
   NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
   column_masks(tile.kt, unmasked);
+  if (seq.stored_stage >= 0) {
+    // The previous work item's O store has had this item's first Q K^T to read its stage.
+    if (ctid % 128 == 0) {
+      BulkWaitRead();
+      MbarArriveCount(sm.k_empty + seq.stored_stage, 4);
+    }
+    seq.stored_stage = -1;
+    __syncwarp();
+  }
   warpgroup_wait<0>();
   warpgroup_fence_operand(acc_s);
   // The last K stage stages O (below).
@@ -157,10 +201,10 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
     k_pos.Advance();
     tile.Advance();
     unmasked = tile.Unmasked(full_lo, full_hi);
-    MbarWait(sm.v_full + v_pos.stage, v_pos.phase);
-    MbarWait(sm.k_full + k_pos.stage, k_pos.phase);
+    JAXK_TIMED(t_kv, MbarWait(sm.v_full + v_pos.stage, v_pos.phase));
+    JAXK_TIMED(t_kv, MbarWait(sm.k_full + k_pos.stage, k_pos.phase));
     fence_loads();
-    NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
+    JAXK_TIMED(t_turn, NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads));
     warpgroup_fence_operand(acc_s);
     warpgroup_fence_operand(acc_o);
     warpgroup_arrive();
@@ -169,12 +213,12 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
     warpgroup_commit_batch();
     NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
     column_masks(tile.kt, unmasked);
-    warpgroup_wait<0>();
+    JAXK_TIMED(t_gemm, warpgroup_wait<0>());
     warpgroup_fence_operand(acc_s);
     warpgroup_fence_operand(acc_o);
     release(sm.v_empty + v_pos.stage);
     if (it + 1 < num_kv) release(sm.k_empty + k_pos.stage);
-    softmax(unmasked);
+    JAXK_TIMED(t_soft, softmax(unmasked));
     v_pos = k_pos;
   }
   // Every Q K^T of this work item has completed: the producer may load the next Q.
@@ -183,9 +227,9 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
   // Last block: O += P V of the last tile. Consumer 1 hands the turn over only if another work
   // item follows (else nobody waits).
   {
-    MbarWait(sm.v_full + v_pos.stage, v_pos.phase);
+    JAXK_TIMED(t_kv, MbarWait(sm.v_full + v_pos.stage, v_pos.phase));
     fence_loads();
-    NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads);
+    JAXK_TIMED(t_turn, NamedSync(kBarSchedule + consumer, Cfg::kConsumerThreads));
     warpgroup_fence_operand(acc_o);
     warpgroup_arrive();
     issue_pv(v_pos.stage);
@@ -197,6 +241,10 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
   }
   seq.ring = v_pos;
   seq.ring.Advance();
+#if JAXK_GNA_TIMING
+  const long long t_loop_end = clock64();
+  seq.t_loop += t_loop_end - t_qdone;
+#endif
 
   // Epilogue: normalise, write the log-sum-exp (natural log), stage O through this consumer's
   // own rows of the last K stage (its Q K^T is done; the producer waits for it), then 16-byte
@@ -214,11 +262,46 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
       p.lse[(w.batch * tokens + token) * p.heads_q + w.head] = lse;
     }
   }
-  Tensor tOsO = thr_pv.partition_C(sO);
   Tensor o_regs = make_tensor_like<Element>(acc_o);
 #pragma unroll
   for (int i = 0; i < size(acc_o); ++i) o_regs(i) = static_cast<Element>(acc_o(i));
-  cute::copy(o_regs, tOsO);
+  // stmatrix: four 8x8 matrices per instruction (the element-wise copy took 32 generic stores).
+  auto stsm = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_pv);
+  auto thr_stsm = stsm.get_thread_slice(ctid);
+  cute::copy(stsm, thr_stsm.retile_S(o_regs), thr_stsm.partition_D(sO));
+  if constexpr (Cfg::kTma) {
+    // The TMA kernel stores this consumer's 64 rows with bulk tensor copies (out-of-grid rows
+    // are not written) once every thread's writes are visible to the async proxy. The issuing
+    // thread hands the stage back for its warpgroup once the copies have read it: during the
+    // next work item's first Q K^T (waiting here made the epilogue 3.1k instead of 2.5k cycles),
+    // or here after the CTA's last work item.
+    FenceToAsyncProxy();
+    NamedSync(kBarEpilogue + consumer, 128);
+    if (ctid % 128 == 0) {
+      constexpr int kBox = Cfg::kAtomCols;
+      const int half = HalfTileAxis(p.q_shift);
+      const int step = consumer << (p.q_shift[half] - 1);
+      const int c0 = w.ax[0].q_start + (half == 0 ? step : 0);
+      const int c1 = w.ax[1].q_start + (half == 1 ? step : 0);
+      const int c2 = w.ax[2].q_start + (half == 2 ? step : 0);
+#pragma unroll
+      for (int kb = 0; kb < kD / kBox; ++kb) {
+        TmaStore5d(&maps->o, &sO(64 * consumer, kb * kBox), w.head * kD + kb * kBox, c2, c1, c0,
+                   static_cast<int>(w.batch));
+      }
+      BulkCommit();
+      if (!has_next) {
+        BulkWaitRead();
+        MbarArriveCount(sm.k_empty + k_pos.stage, 4);
+      }
+    }
+    if (has_next) seq.stored_stage = k_pos.stage;
+    __syncwarp();
+#if JAXK_GNA_TIMING
+    seq.t_epi += clock64() - t_loop_end;
+#endif
+    return has_next;
+  }
   NamedSync(kBarEpilogue + consumer, 128);
   const int64_t q_stride = int64_t(p.heads_q) * kD;
   auto* o = static_cast<Element*>(p.o) + (w.batch * tokens * p.heads_q + w.head) * kD;
@@ -237,6 +320,9 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
   // Generic-proxy reads of the stage come before the producer's bulk copies overwrite it.
   FenceToAsyncProxy();
   release(sm.k_empty + k_pos.stage);
+#if JAXK_GNA_TIMING
+  seq.t_epi += clock64() - t_loop_end;
+#endif
   return has_next;
 }
 

@@ -144,11 +144,24 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     Tensor sV = make_tensor(make_smem_ptr(sm.v), typename Cfg::SmemLayoutV{});
     TileSeq<Cfg::kStages> seq{};
     seq.first = true;
+#if JAXK_GNA_TIMING
+    const long long t_start = clock64();
+#endif
     for (int t = 0;; ++t) {
       seq.q_phase = t & 1;
-      if (!ConsumeTile<Cfg>(p, sm.Work(t), sQ, sK, sV, sm, seq)) break;
+      if (!ConsumeTile<Cfg>(p, sm.Work(t), sQ, sK, sV, sm, seq, &maps)) break;
       seq.first = false;
     }
+#if JAXK_GNA_TIMING
+    if ((tid - Cfg::kProducerThreads) % 128 == 0 && blockIdx.x < 24) {
+      printf(
+          "TIMING cta %d wg %d items %lld tiles %lld total %lld q %lld loop %lld epi %lld kv %lld "
+          "turn %lld gemm %lld soft %lld\n",
+          blockIdx.x, (tid - Cfg::kProducerThreads) / 128, seq.items, seq.tiles,
+          clock64() - t_start, seq.t_q, seq.t_loop, seq.t_epi, seq.t_kv, seq.t_turn, seq.t_gemm,
+          seq.t_soft);
+    }
+#endif
   }
 }
 

@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
     RegAlloc<Cfg::kConsumerRegs>();
     TileSeq<Cfg::kStages> seq{};
     seq.first = true;
-    ConsumeTile<Cfg>(p, w, sQ, sK, sV, sm, seq);  // LoadWork: no next work item
+    ConsumeTile<Cfg>(p, w, sQ, sK, sV, sm, seq, nullptr);  // LoadWork: no next work item
   }
 }
 

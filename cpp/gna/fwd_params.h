@@ -35,13 +35,21 @@ struct FwdParams {
   float scale_log2;     // scale * log2(e)
 };
 
-// Tensor maps of the TMA producer, built on the host per call (fwd_tma_host.h). Each views its
-// tensor as 5-D, innermost first: (heads * head_dim, n2, n1, n0, batch).
+// Tensor maps of the TMA kernel, built on the host per call (fwd_tma_host.h). Each views its
+// tensor as 5-D, innermost first: (heads * head_dim, n2, n1, n0, batch). `o` is the output's,
+// for the consumers' bulk stores: its box is half a Q tile (one consumer's 64 rows).
 struct FwdTmaMaps {
   CUtensorMap q;
   CUtensorMap k;
   CUtensorMap v;
+  CUtensorMap o;
 };
+
+// The axis whose Q-tile extent holds bit 6 of a 128-row Q tile's row index (rows are numbered
+// axis 2 fastest): halving it splits the tile into the two consumers' 64-row halves.
+inline __host__ __device__ int HalfTileAxis(const int32_t (&q_shift)[3]) {
+  return q_shift[0] > 0 ? 0 : q_shift[1] > 0 ? 1 : 2;
+}
 
 // One function per compiled configuration (element type, head_dim); each lives in its own .cu.
 // `tma` (may be null) selects the TMA producer where the configuration has one.

@@ -27,6 +27,12 @@ __device__ __forceinline__ void MbarArrive(uint64_t* bar) {
                : "memory");
 }
 
+// `count` arrivals on `bar` at once (one thread standing for several warps).
+__device__ __forceinline__ void MbarArriveCount(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], %1;\n" ::"r"(SmemAddr(bar)), "r"(count)
+               : "memory");
+}
+
 // Arrives on `bar` and raises the bytes its current phase waits for by `bytes` (TMA copies
 // complete_tx them when they land).
 __device__ __forceinline__ void MbarArriveExpectTx(uint64_t* bar, uint32_t bytes) {

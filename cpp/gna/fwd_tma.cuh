@@ -29,4 +29,24 @@ __device__ __forceinline__ void TmaLoad5d(const CUtensorMap* map, uint64_t* bar,
       : "memory");
 }
 
+// Stores shared memory at `smem` to the box of `map` at coordinates (c0..c4); elements outside
+// the tensor are not written. Completes in this thread's bulk group (BulkCommit / BulkWaitRead).
+__device__ __forceinline__ void TmaStore5d(const CUtensorMap* map, const void* smem, int c0, int c1,
+                                           int c2, int c3, int c4) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5, %6}], [%1];\n" ::
+          "l"(reinterpret_cast<uint64_t>(map)),
+      "r"(SmemAddr(smem)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4)
+      : "memory");
+}
+
+__device__ __forceinline__ void BulkCommit() {
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+
+// Blocks until this thread's committed bulk stores have read their shared memory.
+__device__ __forceinline__ void BulkWaitRead() {
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+
 }  // namespace jaxk::gna

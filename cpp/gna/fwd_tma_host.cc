@@ -63,7 +63,8 @@ const char* PrepareTmaMaps(const FwdParams& p, int64_t head_dim, bool bf16, FwdT
   for (int a = 0; a < 3; ++a) {
     if (p.dil[a] != 1) return "dilation > 1";
   }
-  for (const void* ptr : {p.q, p.k, p.v}) {
+  if (p.q_shift[0] + p.q_shift[1] + p.q_shift[2] != 7) return "the Q tile is not 128 tokens";
+  for (const void* ptr : {p.q, p.k, p.v, static_cast<const void*>(p.o)}) {
     if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) return "a tensor is not 16-byte aligned";
   }
   // Coordinates are int32 and the batch stride must stay below 2^40 bytes.
@@ -77,9 +78,12 @@ const char* PrepareTmaMaps(const FwdParams& p, int64_t head_dim, bool bf16, FwdT
   const PFN_cuTensorMapEncodeTiled_v12000 encode = EncodeTiledFn();
   if (encode == nullptr) return "the driver has no cuTensorMapEncodeTiled";
   const uint32_t box_cols = head_dim == 32 ? 32 : 64;  // one swizzle row: 64 or 128 bytes
+  int32_t half_shift[3] = {p.q_shift[0], p.q_shift[1], p.q_shift[2]};
+  half_shift[HalfTileAxis(p.q_shift)] -= 1;
   if (!Encode(encode, &maps->q, p.q, bf16, p.heads_q, head_dim, p, p.q_shift, box_cols) ||
       !Encode(encode, &maps->k, p.k, bf16, p.heads_kv, head_dim, p, p.kv_shift, box_cols) ||
-      !Encode(encode, &maps->v, p.v, bf16, p.heads_kv, head_dim, p, p.kv_shift, box_cols)) {
+      !Encode(encode, &maps->v, p.v, bf16, p.heads_kv, head_dim, p, p.kv_shift, box_cols) ||
+      !Encode(encode, &maps->o, p.o, bf16, p.heads_q, head_dim, p, half_shift, box_cols)) {
     return "cuTensorMapEncodeTiled rejected the tensors";
   }
   return nullptr;
