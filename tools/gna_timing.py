@@ -12,8 +12,8 @@ for the Q tile (`q`), the KV-tile loop up to the last `P V` (`loop`), the epilog
 inside the loop the waits for K/V (`kv`), for the turn to issue GEMMs (`turn`), for the
 warpgroup's own GEMMs (`gemm`) and the softmax (`soft`; the last two in the steady-state loop
 only). This prints their means per work item and the loop's cycles per KV tile. The counters
-slow the kernel (the dense case by about 30%); compare builds with each other, not with the
-benchmark.
+slow the kernel (the dense case by about 30%) and hide where it waits (Nsight Compute on the
+normal build shows that); compare builds with each other, not with the benchmark.
 """
 
 from __future__ import annotations
