@@ -272,6 +272,11 @@ def _contract(paths, x, w, species):
     return _forward(paths, x, w, species)
 
 
+def _primal_values(x, w, species):
+    """The values of custom-VJP primals (``symbolic_zeros``) and whether ``w`` is perturbed."""
+    return x.value, w.value, species.value, w.perturbed
+
+
 def _contract_fwd(paths, x, w, species):
     # symbolic_zeros: the primals come as CustomVJPPrimal, telling whether the weights are
     # differentiated. Without a weight gradient (force inference) the backward computes gx
@@ -279,8 +284,7 @@ def _contract_fwd(paths, x, w, species):
     # sums. The output goes through a custom VJP (`_contract` itself, or `_contract_side_sort`)
     # so that differentiating this rule (second derivatives) uses the kernels again.
     # Residuals: (x, w, species, sort or None, zeroed weight gradient or None).
-    weights_differentiated = w.perturbed
-    x, w, species = x.value, w.value, species.value
+    x, w, species, weights_differentiated = _primal_values(x, w, species)
     if not weights_differentiated:
         return _contract(paths, x, w, species), (x, w, species, None, None)
     if side_sort(paths):
@@ -312,8 +316,7 @@ def _contract_side_sort(paths, x, w, species):
 def _contract_side_sort_fwd(paths, x, w, species):
     # `_contract_fwd`'s residuals, reusing this call's sort. The zeroed buffer is not one of
     # them: the inner backward consumes it (it is updated in place).
-    weights_differentiated = w.perturbed
-    x, w, species = x.value, w.value, species.value
+    x, w, species, weights_differentiated = _primal_values(x, w, species)
     out, sort, gw0 = _forward_side_sort(paths, x, w, species)
     res = (x, w, species, sort if weights_differentiated else None, None)
     return (out, sort, gw0), res
