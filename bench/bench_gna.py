@@ -79,19 +79,26 @@ def time_with_env(fn, args, var: str, value: str) -> dict:
         del os.environ[var]
 
 
-def run_case(name: str, spec, rng_key, ab: bool = False, persistent_ab: bool = False) -> dict:
+def gna_call(spec, rng_key):
+    """The jitted user-facing GNA call of a case ``spec`` (a :data:`CASES` value) and random
+    bf16 inputs for it: ``(fn, (q, k, v), params, q_tile, kv_tile)``."""
     grid, window, stride, heads, tile = spec
     params = make_params(grid, window, stride)
     q_tile, kv_tile = cuda_backend.resolve_tiles(params, HEAD_DIM, tile, tile)
-    sim = simulator.simulate(grid, window, stride, q_tile=q_tile, kv_tile=kv_tile)
     shape = (1, *grid, heads, HEAD_DIM)
     kq, kk, kv = jax.random.split(rng_key, 3)
-    q, k, v = (jax.random.normal(x, shape, jnp.bfloat16) for x in (kq, kk, kv))
+    qkv = tuple(jax.random.normal(x, shape, jnp.bfloat16) for x in (kq, kk, kv))
     scale = HEAD_DIM**-0.5
-
-    gna = jax.jit(
+    fn = jax.jit(
         lambda q, k, v: cuda_backend.gna_forward_cuda(q, k, v, params, scale, q_tile, kv_tile)[0]
     )
+    return fn, qkv, params, q_tile, kv_tile
+
+
+def run_case(name: str, spec, rng_key, ab: bool = False, persistent_ab: bool = False) -> dict:
+    grid, window, stride, heads, _ = spec
+    gna, (q, k, v), params, q_tile, kv_tile = gna_call(spec, rng_key)
+    sim = simulator.simulate(grid, window, stride, q_tile=q_tile, kv_tile=kv_tile)
     tokens = int(np.prod(grid))
     flat = (1, tokens, heads, HEAD_DIM)
     dense = jax.jit(

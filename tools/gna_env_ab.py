@@ -20,16 +20,12 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_gna as bg  # noqa: E402
-
-from jax_gna import cuda_backend  # noqa: E402
-from simulator.geometry import make_params  # noqa: E402
 
 
 def parse_config(text: str) -> tuple[str, dict[str, str]]:
@@ -62,18 +58,7 @@ def main() -> None:
     configs = [parse_config(c) for c in args.configs]
     rows = []
     for case in args.cases.split(","):
-        grid, window, stride, heads, tile = bg.CASES[case]
-        params = make_params(grid, window, stride)
-        q_tile, kv_tile = cuda_backend.resolve_tiles(params, bg.HEAD_DIM, tile, tile)
-        shape = (1, *grid, heads, bg.HEAD_DIM)
-        keys = jax.random.split(jax.random.PRNGKey(0), 3)
-        qkv = tuple(jax.random.normal(k, shape, jnp.bfloat16) for k in keys)
-        scale = bg.HEAD_DIM**-0.5
-        fn = jax.jit(
-            lambda q, k, v, params=params, scale=scale, q_tile=q_tile, kv_tile=kv_tile: (
-                cuda_backend.gna_forward_cuda(q, k, v, params, scale, q_tile, kv_tile)[0]
-            )
-        )
+        fn, qkv, *_ = bg.gna_call(bg.CASES[case], jax.random.PRNGKey(0))
         samples = {name: [] for name, _ in configs}
         for _ in range(args.rounds):
             for name, env in configs:

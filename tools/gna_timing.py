@@ -32,27 +32,12 @@ def child(cases: list[str], calls: int) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     import bench_gna as bg
     import jax
-    import jax.numpy as jnp
-
-    from jax_gna import cuda_backend
-    from simulator.geometry import make_params
 
     for case in cases:
-        grid, window, stride, heads, tile = bg.CASES[case]
-        params = make_params(grid, window, stride)
-        q_tile, kv_tile = cuda_backend.resolve_tiles(params, bg.HEAD_DIM, tile, tile)
-        shape = (1, *grid, heads, bg.HEAD_DIM)
-        keys = jax.random.split(jax.random.PRNGKey(0), 3)
-        q, k, v = (jax.random.normal(x, shape, jnp.bfloat16) for x in keys)
-        scale = bg.HEAD_DIM**-0.5
-        fn = jax.jit(
-            lambda q, k, v, params=params, scale=scale, q_tile=q_tile, kv_tile=kv_tile: (
-                cuda_backend.gna_forward_cuda(q, k, v, params, scale, q_tile, kv_tile)[0]
-            )
-        )
+        fn, qkv, *_ = bg.gna_call(bg.CASES[case], jax.random.PRNGKey(0))
         for i in range(calls):
             print(f"=== {case} call {i}", flush=True)
-            jax.block_until_ready(fn(q, k, v))
+            jax.block_until_ready(fn(*qkv))
 
 
 def summarise(text: str) -> None:

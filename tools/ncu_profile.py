@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -54,19 +53,8 @@ def symcon(model: str, n: int) -> None:
 def gna(case: str) -> None:
     import bench_gna as bg
 
-    from jax_gna import cuda_backend
-    from simulator.geometry import make_params
-
-    grid, window, stride, heads, tile = bg.CASES[case]
-    params = make_params(grid, window, stride)
-    q_tile, kv_tile = cuda_backend.resolve_tiles(params, bg.HEAD_DIM, tile, tile)
-    shape = (1, *grid, heads, bg.HEAD_DIM)
-    q, k, v = (jax.random.normal(jax.random.key(i), shape, jnp.bfloat16) for i in range(3))
-    scale = bg.HEAD_DIM**-0.5
-    fn = jax.jit(
-        lambda q, k, v: cuda_backend.gna_forward_cuda(q, k, v, params, scale, q_tile, kv_tile)[0]
-    )
-    _profiled([(fn, (q, k, v))])
+    fn, qkv, *_ = bg.gna_call(bg.CASES[case], jax.random.key(0))
+    _profiled([(fn, qkv)])
 
 
 if __name__ == "__main__":
