@@ -244,35 +244,35 @@ def _coalesced_row_store(array: int, names: list[str], indent: str, node: str) -
     instruction of the warp writes 512 contiguous bytes (whole sectors). The node values must
     be dead (every output computed) and the node ``node`` (index expression, valid while
     ``i < hi``) the same for the whole warp."""
+    # Row-major float offset `o` in the warp's 16 x 32 floats -> its slot (o >> 5), column (o & 31).
+    staged = f"stage + (o >> 5) * {BLOCK_THREADS} + (o & 31)"
     lines = [
         f"{indent}{{",
-        f"{indent}  const int l = threadIdx.x & 31;",
+        f"{indent}  const int l = threadIdx.x & 31, cw = c - l;  // the warp's first channel",
         f"{indent}  float* stage = nv - l;  // slot 0 of the warp's first column",
         f"{indent}  __syncwarp();",
     ]
     for j in range(4):
         operands = ", ".join(f'"f"({name})' for name in names[4 * j : 4 * j + 4])
-        address = (
-            f"static_cast<unsigned>(__cvta_generic_to_shared(stage + (o >> 5) * {BLOCK_THREADS}"
-            " + (o & 31)))"
-        )
         # One 16-byte shared store (the compiler splits a float4 assignment here into four).
         lines += [
             f"{indent}  {{ const int o = l * 16 + 4 * ({j} ^ ((l >> 1) & 3));",
             f'{indent}    asm volatile("st.shared.v4.f32 [%0], {{%1, %2, %3, %4}};" :: '
-            f'"r"({address}), {operands} : "memory"); }}',
+            f'"r"(static_cast<unsigned>(__cvta_generic_to_shared({staged}))), {operands} : '
+            '"memory"); }',
         ]
-    first = f"static_cast<long long>({node}) * a.c + (c - l)"
-    lines += [f"{indent}  __syncwarp();", f"{indent}  if (i < hi) {{"]
-    lines.append(f"{indent}    const long long wrow = {first};")
+    lines += [
+        f"{indent}  __syncwarp();",
+        f"{indent}  if (i < hi) {{",
+        f"{indent}    const long long wrow = static_cast<long long>({node}) * a.c + cw;",
+    ]
     for k in range(4):
         lines += [
             f"{indent}    {{ const int ch = (l + {32 * k}) >> 2, q = l & 3;",
-            f"{indent}      if (c - l + ch < a.c) {{",
+            f"{indent}      if (cw + ch < a.c) {{",
             f"{indent}        const int o = ch * 16 + 4 * (q ^ ((ch >> 1) & 3));",
             f"{indent}        reinterpret_cast<float4*>(static_cast<float*>(a.nout[{array}]) + "
-            f"(wrow + ch) * 16)[q] = *reinterpret_cast<const float4*>(stage + (o >> 5) * "
-            f"{BLOCK_THREADS} + (o & 31));",
+            f"(wrow + ch) * 16)[q] = *reinterpret_cast<const float4*>({staged});",
             f"{indent}      }}",
             f"{indent}    }}",
         ]
