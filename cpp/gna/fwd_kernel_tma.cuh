@@ -24,6 +24,13 @@
 #include "gna/fwd_work.cuh"
 #include "gna/fwd_ws_config.cuh"
 
+// Diagnostic build (-DJAXK_GNA_DIAG_SKIP_KV=1, wrong results): a work item's KV tiles after its
+// first kStages are not loaded (the consumers reuse stale stages), to measure how much of the
+// loop's time the K/V loads cost (tools/gna_item_cost.py on such a build).
+#ifndef JAXK_GNA_DIAG_SKIP_KV
+#define JAXK_GNA_DIAG_SKIP_KV 0
+#endif
+
 namespace jaxk::gna {
 
 // The Q tile of a work item, on q_full (whose arrival also publishes the work item).
@@ -71,6 +78,12 @@ __device__ __forceinline__ void ProduceTileKv(const FwdParams& p, const WorkTile
     const int x2 = tile.kt[2] << p.kv_shift[2];
     const int col = w.head_kv * kD;
     MbarWait(sm.k_empty + s, parity);
+    if (JAXK_GNA_DIAG_SKIP_KV && it >= kS) {
+      MbarArrive(sm.k_full + s);
+      MbarWait(sm.v_empty + s, parity);
+      MbarArrive(sm.v_full + s);
+      continue;
+    }
     MbarArriveExpectTx(sm.k_full + s, kKvBytes);
 #pragma unroll
     for (int kb = 0; kb < kD / kBox; ++kb) {
