@@ -32,31 +32,32 @@ GRID, STRIDE, TILE = (256, 256), (16, 16), (16, 8)
 WINDOWS = [(48, 80), (80, 80), (144, 80), (256, 80)]
 
 
+def time_items(grid, window, stride, heads: int, sms: int, seed: int) -> dict:
+    """Median ms of one GNA call (tile 16x8), its KV tiles per work item and work items on the
+    busiest SM."""
+    fn, qkv, *_ = bg.gna_call((grid, window, stride, heads, TILE), jax.random.PRNGKey(seed))
+    sim = simulator.simulate(grid, window, stride, q_tile=TILE, kv_tile=TILE)
+    items = sim.num_q_tiles * heads
+    return {
+        "ms": 1e3 * bg.time_fn(fn, qkv)["median_s"],
+        "kv_tiles_per_item": int(sim.max_kv_tiles),
+        "items": int(items),
+        "items_per_sm": int(-(-items // sms)),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--heads", type=int, default=33)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    sms = jax.devices()[0].core_count if hasattr(jax.devices()[0], "core_count") else 132
+    sms = jax.devices()[0].core_count
     rows = []
     for window in WINDOWS:
-        spec = (GRID, window, STRIDE, args.heads, TILE)
-        fn, qkv, *_ = bg.gna_call(spec, jax.random.PRNGKey(0))
-        sim = simulator.simulate(GRID, window, STRIDE, q_tile=TILE, kv_tile=TILE)
-        items = sim.num_q_tiles * args.heads
-        waves = -(-items // sms)
-        t = bg.time_fn(fn, qkv)["median_s"]
-        rows.append(
-            {
-                "window": list(window),
-                "kv_tiles_per_item": int(sim.max_kv_tiles),
-                "items": int(items),
-                "items_per_sm": int(waves),
-                "ms": 1e3 * t,
-                "us_per_item": 1e6 * t / waves,
-            }
-        )
-        print(rows[-1], flush=True)
+        row = {"window": list(window), **time_items(GRID, window, STRIDE, args.heads, sms, 0)}
+        row["us_per_item"] = 1e3 * row["ms"] / row["items_per_sm"]
+        rows.append(row)
+        print(row, flush=True)
     n = np.array([r["kv_tiles_per_item"] for r in rows], float)
     y = np.array([r["us_per_item"] for r in rows])
     slope, intercept = np.polyfit(n, y, 1)
@@ -70,22 +71,11 @@ def main() -> None:
     print(fit, flush=True)
     dense = {}
     for grid in ((128, 128), (256, 256)):
-        spec = (grid, grid, (1, 1), args.heads, TILE)
-        fn, qkv, *_ = bg.gna_call(spec, jax.random.PRNGKey(2))
-        sim = simulator.simulate(grid, grid, (1, 1), q_tile=TILE, kv_tile=TILE)
-        waves = -(-sim.num_q_tiles * args.heads // sms)
-        t = bg.time_fn(fn, qkv)["median_s"]
-        dense["x".join(map(str, grid))] = {
-            "ms": 1e3 * t,
-            "kv_tiles_per_item": int(sim.max_kv_tiles),
-            "us_per_kv_tile": 1e6 * t / waves / sim.max_kv_tiles,
-        }
-        print("dense", grid, dense["x".join(map(str, grid))], flush=True)
-    flux = {}
-    for heads in (24, 33):
-        spec = (GRID, (80, 80), STRIDE, heads, TILE)
-        fn, qkv, *_ = bg.gna_call(spec, jax.random.PRNGKey(1))
-        flux[heads] = 1e3 * bg.time_fn(fn, qkv)["median_s"]
+        d = time_items(grid, grid, (1, 1), args.heads, sms, 2)
+        d["us_per_kv_tile"] = 1e3 * d["ms"] / d["items_per_sm"] / d["kv_tiles_per_item"]
+        dense["x".join(map(str, grid))] = d
+        print("dense", grid, d, flush=True)
+    flux = {h: time_items(GRID, (80, 80), STRIDE, h, sms, 1)["ms"] for h in (24, 33)}
     print(f"FLUX-4K GNA: 24 heads {flux[24]:.3f} ms, 33 heads {flux[33]:.3f} ms", flush=True)
     if args.out:
         meta = {"gpu": jax.devices()[0].device_kind, "jax": jax.__version__, "sms": sms}
