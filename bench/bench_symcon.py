@@ -257,23 +257,25 @@ def profile_run(model: str = "MP-L", n: int = 10_000):
 
 
 def sanitize_run():
-    """Tiny calls of every kernel (run under compute-sanitizer)."""
-    paths = build_path_list(IRREPS_IN, "0e+1o", 3)
+    """Tiny calls of every kernel (run under compute-sanitizer): MACE-MP-S's output irreps (the
+    small kernels, node values in registers) and MP-M's (staged in shared memory)."""
     rng = np.random.default_rng(0)
     n, c, s = 70, 4, 3
     x = jnp.asarray(rng.normal(size=(n, c, 16)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(s, paths.num_weights, c)), jnp.float32)
     sp = jnp.asarray(rng.integers(-1, s + 1, n), jnp.int32)
+    for irreps_out in (MODELS["MP-S"], MODELS["MP-M"]):
+        paths = build_path_list(IRREPS_IN, irreps_out, 3)
+        w = jnp.asarray(rng.normal(size=(s, paths.num_weights, c)), jnp.float32)
+        for impl in (symmetric_contraction_jit, symmetric_contraction_cuda):
 
-    for impl in (symmetric_contraction_jit, symmetric_contraction_cuda):
+            def total(x_, w_, impl=impl, paths=paths):
+                f = lambda a: impl(a, w_, sp, paths)  # noqa: E731
+                return jnp.sum(jax.grad(lambda a: jnp.sum(f(a) ** 2))(x_) ** 2) + jnp.sum(f(x_))
 
-        def total(x_, w_, impl=impl):
-            f = lambda a: impl(a, w_, sp, paths)  # noqa: E731
-            return jnp.sum(jax.grad(lambda a: jnp.sum(f(a) ** 2))(x_) ** 2) + jnp.sum(f(x_))
-
-        out = jax.jit(jax.grad(total, argnums=(0, 1)))(x, w)
-        jax.block_until_ready(out)
-        print("sanitize run done:", impl.__name__, [float(jnp.sum(o)) for o in out])
+            out = jax.jit(jax.grad(total, argnums=(0, 1)))(x, w)
+            jax.block_until_ready(out)
+            sums = [float(jnp.sum(o)) for o in out]
+            print("sanitize run done:", irreps_out, impl.__name__, sums)
 
 
 def run_info() -> dict:

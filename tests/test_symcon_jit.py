@@ -172,6 +172,35 @@ def test_no_loop_barrier_for_small_inlined_kernels(monkeypatch):
     assert codegen.generate(small["bwd"], "float").count("__syncthreads()") == 2
 
 
+@pytest.mark.parametrize("by_species", [True, False])
+def test_small_kernels_hold_node_values_in_registers(monkeypatch, by_species):
+    """MACE-MP-S's kernels read their node values from a register array (constant indices
+    only), not from their shared-memory column; larger kernels, and all with
+    JAX_MACE_SYMJIT_REGISTER_NODES=0, stage them in shared memory."""
+    import re
+
+    monkeypatch.setattr(codegen, "NODES_PER_CALL", 1)
+    small = poly.programs(_paths(LMAX3, "0e", 3))
+    medium = poly.programs(_paths(LMAX3, "0e+1o", 3))
+    names = ("fwd", "bwd_x") if not by_species else ("fwd", "bwd", "bwd_x")
+    for name in names:
+        assert codegen.register_nodes(small[name]), name
+        src = codegen.generate(small[name], "float", by_species)
+        nodes = sum(small[name].node_in)  # x (16 values), then g where the program reads it
+        assert f"float nr[{nodes}];" in src
+        # every node value written and read through constant indices; none through smem slots
+        assert not re.search(r"= nv\[\d+\];", src), name
+        assert re.findall(r"nr\[(\d+)\] = v\.[xyzw];", src) == [str(i) for i in range(16)]
+        assert ("nr[16] = __ldg(" in src) is (nodes == 17) and "nr[j] = 0;" in src
+    assert not codegen.register_nodes(small["bwd2"])
+    assert not codegen.register_nodes(medium["fwd"])
+    assert "nr[" not in codegen.generate(medium["fwd"], "float")
+    monkeypatch.setattr(codegen, "REGISTER_NODES", False)
+    assert not codegen.register_nodes(small["bwd"])
+    src = codegen.generate(small["fwd"], "float", by_species)
+    assert "nr[" not in src and re.search(r"= nv\[\d+\];", src)
+
+
 def test_launch_bounds_by_code_size(monkeypatch):
     monkeypatch.setattr(codegen, "MIN_BLOCKS", None)
     monkeypatch.setattr(codegen, "NODES_PER_CALL", 1)

@@ -221,8 +221,11 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
     JAXK_TIMED(t_soft, softmax(unmasked));
     v_pos = k_pos;
   }
-  // Every Q K^T of this work item has completed: the producer may load the next Q.
+  // Every Q K^T of this work item has completed: the producer may load the next Q, and
+  // consumer 0 may stage O in the last K stage, which consumer 1's last Q K^T reads (consumer 1
+  // stages only after consumer 0's last P V, issued after consumer 0's last Q K^T completed).
   release(sm.q_empty);
+  if (consumer == 1) NamedArrive(kBarQkDone, Cfg::kConsumerThreads);
 
   // Last block: O += P V of the last tile. Consumer 1 hands the turn over only if another work
   // item follows (else nobody waits).
@@ -266,6 +269,7 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
 #pragma unroll
   for (int i = 0; i < size(acc_o); ++i) o_regs(i) = static_cast<Element>(acc_o(i));
   // stmatrix: four 8x8 matrices per instruction (the element-wise copy took 32 generic stores).
+  if (consumer == 0) NamedSync(kBarQkDone, Cfg::kConsumerThreads);
   auto stsm = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_pv);
   auto thr_stsm = stsm.get_thread_slice(ctid);
   cute::copy(stsm, thr_stsm.retile_S(o_regs), thr_stsm.partition_D(sO));

@@ -59,6 +59,7 @@ struct WsConfig : FwdLayouts<Element_, kHeadDim_, 128, 128, 3> {
 // Named barrier ids (0 is __syncthreads).
 constexpr int kBarSchedule = 1;  // + consumer index: whose turn it is to issue GEMMs
 constexpr int kBarEpilogue = 3;  // + consumer index: O staged in shared memory
+constexpr int kBarQkDone = 5;    // consumer 1's Q K^T of a work item done (O staging may start)
 
 // A position in the K/V ring: its stage and the parity of that stage's current phase. It runs on
 // across the work items of a persistent CTA.

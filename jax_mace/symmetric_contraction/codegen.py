@@ -58,6 +58,9 @@ SYNC_LEVEL = (
 # Rows of 16 node outputs written by whole warps (staged in shared memory) in small kernels
 # (MACE-MP-S's backwards): forward+backward 1-2% faster at 50k nodes, equal at 10k (H100).
 COALESCED_STORES = os.environ.get("JAX_MACE_SYMJIT_COALESCED", "1") != "0"
+# Node values of small kernels held in registers, not staged in shared memory
+# (JAX_MACE_SYMJIT_REGISTER_NODES=0: staged; see register_nodes).
+REGISTER_NODES = os.environ.get("JAX_MACE_SYMJIT_REGISTER_NODES", "1") != "0"
 MAX_NODE_ARRAYS = 3
 MAX_SPECIES_ARRAYS = 2
 MAX_NODE_OUTPUTS = 2
@@ -215,9 +218,17 @@ def smem_bytes(program: Program, ctype: str) -> int:
     return _slots(program) * BLOCK_THREADS * (4 if ctype == "float" else 8)
 
 
-def _stage_rows(program: Program, ctype: str, indent: str, r: int, row: str) -> list[str]:
+def _node_value(slot: int, regs: bool) -> str:
+    """The node value in ``slot``: this thread's smem column, or the register array ``nr``
+    (:func:`register_nodes` kernels)."""
+    return f"nr[{slot}]" if regs else f"nv[{slot * BLOCK_THREADS}]"
+
+
+def _stage_rows(
+    program: Program, ctype: str, indent: str, r: int, row: str, regs: bool = False
+) -> list[str]:
     """Loads node ``row``'s rows (vector loads when aligned) into node set ``r`` of this
-    thread's smem column."""
+    thread's smem column (``regs``: of the register array ``nr``)."""
     lanes = 4 if ctype == "float" else 2
     lines = []
     slots = _node_slots(program, r)
@@ -226,16 +237,26 @@ def _stage_rows(program: Program, ctype: str, indent: str, r: int, row: str) -> 
         vec = lanes if width % lanes == 0 else 1
         if vec == 1:
             for i in range(width):
-                lines.append(f"{indent}nv[{(slot + i) * BLOCK_THREADS}] = __ldg({base} + {i});")
+                lines.append(f"{indent}{_node_value(slot + i, regs)} = __ldg({base} + {i});")
             continue
         vtype = f"{ctype}{vec}"
         for j in range(width // vec):
             vptr = f"reinterpret_cast<const {vtype}*>({base})"
             lines.append(f"{indent}{{ const {vtype} v = __ldg({vptr} + {j});")
             for t, comp in enumerate("xyzw"[:vec]):
-                lines.append(f"{indent}  nv[{(slot + j * vec + t) * BLOCK_THREADS}] = v.{comp};")
+                dest = _node_value(slot + j * vec + t, regs)
+                lines.append(f"{indent}  {dest} = v.{comp};")
             lines.append(f"{indent}}}")
     return lines
+
+
+def _zero_node_values(first: int, count: int, indent: str, regs: bool) -> list[str]:
+    """Zeros node values ``[first, first + count)`` (smem slots or ``nr`` entries)."""
+    target = "nr[j]" if regs else f"nv[j * {BLOCK_THREADS}]"
+    return [
+        f"{indent}#pragma unroll",
+        f"{indent}for (int j = {first}; j < {first + count}; ++j) {target} = 0;",
+    ]
 
 
 def _coalesced_row_store(array: int, names: list[str], indent: str, node: str) -> list[str]:
@@ -310,9 +331,13 @@ def _row_store(
 
 
 _PARAMS = (
-    "const {t}* nv, const {t}* __restrict__ srow0, const {t}* __restrict__ srow1, long long cs"
+    "const {t}* {nodes}, const {t}* __restrict__ srow0, const {t}* __restrict__ srow1, long long cs"
 )
-_ARGS = "nv, srow0, srow1, cs"
+
+
+def _args(regs: bool) -> str:
+    """Arguments of an output function: node values from smem (``nv``) or registers (``nr``)."""
+    return f"{'nr' if regs else 'nv'}, srow0, srow1, cs"
 
 
 def _node_vars(poly: Poly) -> set[int]:
@@ -320,20 +345,23 @@ def _node_vars(poly: Poly) -> set[int]:
     return {v for mono in poly for v in mono if not decode(v)[0]}
 
 
-def _node_value_loads(node_vars: set[int], program: Program, ctype: str) -> list[str]:
+def _node_value_loads(
+    node_vars: set[int], program: Program, ctype: str, regs: bool = False
+) -> list[str]:
     """Declarations ``n<array>_<comp>_<r>`` of the node values ``node_vars`` of every node set,
-    read from this thread's smem column (the names :class:`_Emitter` uses)."""
+    read from this thread's smem column or (``regs``) the register array ``nr`` (the names
+    :class:`_Emitter` uses)."""
     lines = []
     for var in sorted(node_vars):
         _, array, comp = decode(var)
         for r in range(NODES_PER_CALL):
             slot = _node_slots(program, r)[array] + comp
-            lines.append(f"  const {ctype} n{array}_{comp}_{r} = nv[{slot * BLOCK_THREADS}];")
+            lines.append(f"  const {ctype} n{array}_{comp}_{r} = {_node_value(slot, regs)};")
     return lines
 
 
 def _output_function(
-    name: str, poly: Poly, program: Program, ctype: str, inline: bool = False
+    name: str, poly: Poly, program: Program, ctype: str, inline: bool = False, regs: bool = False
 ) -> list[str]:
     """A function computing one output for the ``NODES_PER_CALL`` node sets (returned as a
     ``Vals`` vector).
@@ -344,8 +372,9 @@ def _output_function(
     """
     vals = f"Vals<{ctype}, {NODES_PER_CALL}>"
     kind = "__forceinline__" if inline else "__noinline__"
-    lines = [f"__device__ {kind} {vals} {name}({_PARAMS.format(t=ctype)}) {{"]
-    lines += _node_value_loads(_node_vars(poly), program, ctype)
+    params = _PARAMS.format(t=ctype, nodes="nr" if regs else "nv")
+    lines = [f"__device__ {kind} {vals} {name}({params}) {{"]
+    lines += _node_value_loads(_node_vars(poly), program, ctype, regs)
     em = _Emitter(ctype)
     values = em.value(build_trie(poly), "  ")
     lines += em.lines + [f"  return {vals}{{{{{', '.join(values)}}}}};", "}"]
@@ -497,6 +526,22 @@ def small_kernel(program: Program) -> bool:
     return fully_inlined(program) and code_bytes(program) <= SMALL_INLINED_CODE_BYTES
 
 
+def register_nodes(program: Program) -> bool:
+    """Whether ``program``'s kernel holds its node values in registers (a local array the
+    inlined output functions index with constants) instead of staging them in its smem column:
+    small one-group kernels with one node per call and no reverse sweep (MACE-MP-S's forward
+    and backwards). Staged, ptxas re-read every value from shared memory in every output
+    function (MP-S's backward: 414 shared loads per node, against ~900 floating-point
+    instructions), which made the kernel shared-memory bound."""
+    return (
+        REGISTER_NODES
+        and small_kernel(program)
+        and not grouped(program)
+        and NODES_PER_CALL == 1
+        and not swept(program)
+    )
+
+
 def min_blocks(program: Program) -> int:
     """``__launch_bounds__`` minimum of resident blocks for ``program``'s one-group kernel (0:
     none). 4 (<= 128 registers): left free, ptxas gave MACE-MP-L's backward (called functions)
@@ -590,6 +635,8 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
     is_grouped = grouped(program)
     is_inlined = inlined(program)
     sweep_inline = swept(program) and sweep_inlined(program)
+    regs = register_nodes(program)
+    args = _args(regs)
     functions: list[str] = []
     acc_regs: list[str] = []  # inlined: species sums in registers, stored once at the end
     acc_store: list[str] = []
@@ -602,6 +649,8 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
     # barriers are reached by all.
     body = []
     nodes = sum(nin)
+    if regs:
+        body.append(f"{ind}{t} nr[{nodes}];  // node values (registers: constant indices only)")
     if not by_species:  # one node per call: its species' weight rows, row = node * C + c
         body += [
             f"{ind}const bool has0 = act;",
@@ -610,9 +659,9 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
             f"{ind}const long long row0 = has0 ? static_cast<long long>(i) * a.c + c : 0;",
             *_species_rows(program, t, ind, "valid0 ? sp0 : 0"),
             f"{ind}if (has0 && valid0) {{",
-            *_stage_rows(program, t, ind + "  ", 0, "row0"),
+            *_stage_rows(program, t, ind + "  ", 0, "row0", regs),
             f"{ind}}} else {{",
-            f"{ind}  for (int j = 0; j < {nodes}; ++j) nv[j * {BLOCK_THREADS}] = 0;",
+            *_zero_node_values(0, nodes, ind + "  ", regs),
             f"{ind}}}",
         ]
     for r in range(NODES_PER_CALL if by_species else 0):
@@ -621,10 +670,9 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
             f"{ind}const long long row{r} = has{r} ? "
             f"static_cast<long long>(a.perm[start + i + {r}]) * a.c + c : 0;",
             f"{ind}if (has{r}) {{",
-            *_stage_rows(program, t, ind + "  ", r, f"row{r}"),
+            *_stage_rows(program, t, ind + "  ", r, f"row{r}", regs),
             f"{ind}}} else {{",
-            f"{ind}  for (int j = {r * nodes}; j < {(r + 1) * nodes}; ++j) "
-            f"nv[j * {BLOCK_THREADS}] = 0;",
+            *_zero_node_values(r * nodes, nodes, ind + "  ", regs),
             f"{ind}}}",
         ]
     vals = f"Vals<{t}, {NODES_PER_CALL}>"
@@ -664,9 +712,9 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
                 names[r].append(f"o{arr}_{comp}.v[{r}]")
             fname = f"node_out{arr}_{comp}"
             if poly:
-                functions += _output_function(fname, poly, program, t, is_inlined)
+                functions += _output_function(fname, poly, program, t, is_inlined, regs)
             body.append(
-                f"{ind}const {vals} o{arr}_{comp} = " + (f"{fname}({_ARGS});" if poly else "{};")
+                f"{ind}const {vals} o{arr}_{comp} = " + (f"{fname}({args});" if poly else "{};")
             )
             if poly:
                 body += sync_call
@@ -689,11 +737,11 @@ def generate(program: Program, ctype: str, by_species: bool = True) -> str:
             if not poly:
                 continue
             fname = f"species_out{arr}_{comp}"
-            functions += _output_function(fname, poly, program, t, is_inlined)
+            functions += _output_function(fname, poly, program, t, is_inlined, regs)
             slot = _acc_slot(program, arr, comp)
             total = " + ".join(f"v.v[{r}]" for r in range(NODES_PER_CALL))
             target = f"sacc{arr}_{comp}" if is_inlined else f"nv[{slot * BLOCK_THREADS}]"
-            body.append(f"{ind}{{ const {vals} v = {fname}({_ARGS});")
+            body.append(f"{ind}{{ const {vals} v = {fname}({args});")
             body.append(f"{ind}  {target} += {total}; }}")
             body += sync_call
             if is_inlined:
