@@ -218,10 +218,15 @@ def smem_bytes(program: Program, ctype: str) -> int:
     return _slots(program) * BLOCK_THREADS * (4 if ctype == "float" else 8)
 
 
+def _node_array(regs: bool) -> str:
+    """Where a kernel's node values live: the register array ``nr`` (:func:`register_nodes`
+    kernels, one value per index) or this thread's smem column ``nv`` (``BLOCK_THREADS`` apart)."""
+    return "nr" if regs else "nv"
+
+
 def _node_value(slot: int, regs: bool) -> str:
-    """The node value in ``slot``: this thread's smem column, or the register array ``nr``
-    (:func:`register_nodes` kernels)."""
-    return f"nr[{slot}]" if regs else f"nv[{slot * BLOCK_THREADS}]"
+    """The node value in ``slot`` (see :func:`_node_array`)."""
+    return f"{_node_array(regs)}[{slot if regs else slot * BLOCK_THREADS}]"
 
 
 def _stage_rows(
@@ -252,7 +257,7 @@ def _stage_rows(
 
 def _zero_node_values(first: int, count: int, indent: str, regs: bool) -> list[str]:
     """Zeros node values ``[first, first + count)`` (smem slots or ``nr`` entries)."""
-    target = "nr[j]" if regs else f"nv[j * {BLOCK_THREADS}]"
+    target = f"{_node_array(regs)}[{'j' if regs else f'j * {BLOCK_THREADS}'}]"
     return [
         f"{indent}#pragma unroll",
         f"{indent}for (int j = {first}; j < {first + count}; ++j) {target} = 0;",
@@ -337,7 +342,7 @@ _PARAMS = (
 
 def _args(regs: bool) -> str:
     """Arguments of an output function: node values from smem (``nv``) or registers (``nr``)."""
-    return f"{'nr' if regs else 'nv'}, srow0, srow1, cs"
+    return f"{_node_array(regs)}, srow0, srow1, cs"
 
 
 def _node_vars(poly: Poly) -> set[int]:
@@ -372,7 +377,7 @@ def _output_function(
     """
     vals = f"Vals<{ctype}, {NODES_PER_CALL}>"
     kind = "__forceinline__" if inline else "__noinline__"
-    params = _PARAMS.format(t=ctype, nodes="nr" if regs else "nv")
+    params = _PARAMS.format(t=ctype, nodes=_node_array(regs))
     lines = [f"__device__ {kind} {vals} {name}({params}) {{"]
     lines += _node_value_loads(_node_vars(poly), program, ctype, regs)
     em = _Emitter(ctype)
@@ -530,9 +535,10 @@ def register_nodes(program: Program) -> bool:
     """Whether ``program``'s kernel holds its node values in registers (a local array the
     inlined output functions index with constants) instead of staging them in its smem column:
     small one-group kernels with one node per call and no reverse sweep (MACE-MP-S's forward
-    and backwards). Staged, ptxas re-read every value from shared memory in every output
-    function (MP-S's backward: 414 shared loads per node, against ~900 floating-point
-    instructions), which made the kernel shared-memory bound."""
+    and backwards). Staging cost a shared store and load per value and node, and kept ptxas
+    from merging work across the inlined output functions: MP-S's backward loop is 722
+    instructions per node in registers against 838 staged (forward+backward 1.8% faster at
+    50k nodes on H100)."""
     return (
         REGISTER_NODES
         and small_kernel(program)
