@@ -5,7 +5,9 @@ bf16, head_dim 128, batch 1. For every case: the kernel's time through the user-
 straight from ``[batch, *spatial, heads, dim]``), cuDNN's dense time
 (``jax.nn.dot_product_attention(..., implementation="cudnn")`` on the flattened tokens), the
 speedup, the simulator's bound for the tile shape used, and effective TFLOP/s
-(``4 * heads * head_dim * visible pairs / time``). Writes ``gna_<gpu>.json`` under ``--out``.
+(``4 * heads * head_dim * visible pairs / time``). GNA and cuDNN are timed in ``--rounds``
+interleaved rounds; the speedup is the median of the rounds' ratios, so that each GNA time is set
+against a cuDNN time measured next to it. Writes ``gna_<gpu>.json`` under ``--out``.
 
 Every case here takes the TMA producer of the kernel (dilation 1, head_dim 128); ``--ab`` also
 times the cp.async producer in the same run (``JAXK_GNA_FORCE_CPASYNC=1``, read by the kernel's
@@ -66,9 +68,6 @@ def time_fn(fn, args, min_time: float = 0.5, repeats: int = 5) -> dict:
     return {"median_s": float(np.median(samples)), "min_s": float(np.min(samples)), "calls": n}
 
 
-_DENSE_CACHE: dict = {}
-
-
 def time_with_env(fn, args, var: str, value: str) -> dict:
     """``fn`` timed with the environment variable ``var`` (read by the kernel's FFI handler at
     every call) set to ``value``."""
@@ -95,7 +94,21 @@ def gna_call(spec, rng_key):
     return fn, qkv, params, q_tile, kv_tile
 
 
-def run_case(name: str, spec, rng_key, ab: bool = False, persistent_ab: bool = False) -> dict:
+def interleaved(fns: dict, args, rounds: int) -> dict:
+    """``{name: [ms per round]}``: each round times every function of ``fns`` once (median of
+    :func:`time_fn`'s repeats), starting with the next one round by round, so that clock and
+    thermal drift during the run hit them alike."""
+    names = list(fns)
+    ms = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            ms[n].append(1e3 * time_fn(fns[n], args)["median_s"])
+    return ms
+
+
+def run_case(
+    name: str, spec, rng_key, ab: bool = False, persistent_ab: bool = False, rounds: int = 7
+) -> dict:
     grid, window, stride, heads, _ = spec
     gna, (q, k, v), params, q_tile, kv_tile = gna_call(spec, rng_key)
     sim = simulator.simulate(grid, window, stride, q_tile=q_tile, kv_tile=kv_tile)
@@ -106,15 +119,14 @@ def run_case(name: str, spec, rng_key, ab: bool = False, persistent_ab: bool = F
             q.reshape(flat), k.reshape(flat), v.reshape(flat), implementation="cudnn"
         )
     )
-    t_gna = time_fn(gna, (q, k, v))
-    dense_key = (tuple(grid), heads)
-    if dense_key not in _DENSE_CACHE:
-        _DENSE_CACHE[dense_key] = time_fn(dense, (q, k, v))
-    t_dense = _DENSE_CACHE[dense_key]
+    ms = interleaved({"gna": gna, "cudnn": dense}, (q, k, v), rounds)
+    gna_ms, cudnn_ms = float(np.median(ms["gna"])), float(np.median(ms["cudnn"]))
     visible = int(visible_keys_per_query(params).sum())
     flops_sparse = 4.0 * heads * HEAD_DIM * visible
     flops_dense = 4.0 * heads * HEAD_DIM * tokens * tokens
-    speedup = t_dense["median_s"] / t_gna["median_s"]
+    # Each round's cuDNN time over the GNA time measured next to it.
+    speedups = [c / g for c, g in zip(ms["cudnn"], ms["gna"], strict=True)]
+    speedup = float(np.median(speedups))
     bound = float(sim.speedup_bound)
     row = {
         "case": name,
@@ -124,10 +136,13 @@ def run_case(name: str, spec, rng_key, ab: bool = False, persistent_ab: bool = F
         "heads": heads,
         "q_tile": list(q_tile),
         "kv_tile": list(kv_tile),
-        "gna_ms": 1e3 * t_gna["median_s"],
-        "gna_min_ms": 1e3 * t_gna["min_s"],
-        "cudnn_ms": 1e3 * t_dense["median_s"],
-        "cudnn_min_ms": 1e3 * t_dense["min_s"],
+        "gna_ms": gna_ms,
+        "gna_min_ms": float(np.min(ms["gna"])),
+        "cudnn_ms": cudnn_ms,
+        "cudnn_min_ms": float(np.min(ms["cudnn"])),
+        "gna_rounds_ms": ms["gna"],
+        "cudnn_rounds_ms": ms["cudnn"],
+        "speedup_rounds": speedups,
         "speedup": speedup,
         "simulator_bound": bound,
         "fraction_of_bound": speedup / bound,
@@ -137,17 +152,17 @@ def run_case(name: str, spec, rng_key, ab: bool = False, persistent_ab: bool = F
         "fraction_of_mean_bound": speedup / float(sim.mean_bound),
         "flop_bound": float(sim.flop_bound),
         "perfectly_block_sparse": bool(sim.perfectly_block_sparse),
-        "gna_effective_tflops": flops_sparse / t_gna["median_s"] / 1e12,
-        "cudnn_tflops": flops_dense / t_dense["median_s"] / 1e12,
+        "gna_effective_tflops": flops_sparse / gna_ms / 1e9,
+        "cudnn_tflops": flops_dense / cudnn_ms / 1e9,
     }
     if ab:
         t_cp = time_with_env(gna, (q, k, v), "JAXK_GNA_FORCE_CPASYNC", "1")
         row["gna_cpasync_ms"] = 1e3 * t_cp["median_s"]
-        row["tma_speedup_over_cpasync"] = t_cp["median_s"] / t_gna["median_s"]
+        row["tma_speedup_over_cpasync"] = row["gna_cpasync_ms"] / gna_ms
     if persistent_ab:
         t_one = time_with_env(gna, (q, k, v), "JAXK_GNA_PERSISTENT", "0")
         row["gna_one_cta_per_tile_ms"] = 1e3 * t_one["median_s"]
-        row["persistent_speedup"] = t_one["median_s"] / t_gna["median_s"]
+        row["persistent_speedup"] = row["gna_one_cta_per_tile_ms"] / gna_ms
     return row
 
 
@@ -160,6 +175,12 @@ def main() -> None:
         "--persistent-ab",
         action="store_true",
         help="also time one CTA per Q tile (JAXK_GNA_PERSISTENT=0) against the persistent kernel",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=7,
+        help="rounds of GNA and cuDNN timings, interleaved (speedup: median of per-round ratios)",
     )
     args = parser.parse_args()
     if os.environ.get("JAXK_GNA_FORCE_CPASYNC", "0") not in ("", "0"):
@@ -175,7 +196,7 @@ def main() -> None:
     key = jax.random.PRNGKey(0)
     for name in args.cases.split(","):
         key, sub = jax.random.split(key)
-        row = run_case(name, CASES[name], sub, args.ab, args.persistent_ab)
+        row = run_case(name, CASES[name], sub, args.ab, args.persistent_ab, args.rounds)
         rows.append(row)
         print(
             f"{name:18s} gna {row['gna_ms']:9.3f} ms  cudnn {row['cudnn_ms']:9.3f} ms  "
@@ -215,7 +236,11 @@ def main() -> None:
         "producer": "TMA (gna_ms), cp.async (gna_cpasync_ms)" if args.ab else "TMA",
         "schedule": "persistent, one CTA per SM (gna_ms)"
         + (", one CTA per Q tile (gna_one_cta_per_tile_ms)" if args.persistent_ab else ""),
-        "timing": "median of 5 repeats of back-to-back jitted calls, after warm-up",
+        "timing": (
+            f"{args.rounds} rounds, GNA and cuDNN interleaved (the first alternating); a round's "
+            "time is the median of 5 repeats of back-to-back jitted calls after warm-up; ms: "
+            "median over rounds; speedup: median of the rounds' cuDNN / GNA ratios"
+        ),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -100,6 +100,7 @@ def _forward_call(query, key, value, params: GNAParams, scale: float, q_tile, kv
         attrs[f"dil{a}"] = np.int64(plan.dilation3[a])
         attrs[f"num_tiles{a}"] = np.int64(plan.num_tiles[a])
         attrs[f"axis_off{a}"] = np.int64(plan.axis_offsets[a])
+        attrs[f"tile_order{a}"] = np.int64(plan.tile_order[a])
     return call(query, key, value, jnp.asarray(plan.tables), **attrs)
 
 

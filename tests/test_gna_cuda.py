@@ -168,6 +168,50 @@ def test_policy_prefers_block_sparse_paper_tiles():
     assert tiling.choose_tiles(make_params((4096,), 256), 256) == ((128,), (64,))
 
 
+def _kv_footprint(plan, order, items: int) -> int:
+    """Distinct KV tiles that the first ``items`` work items of one (batch, head) visit when the
+    Q tiles are numbered along ``order`` (fastest axis first), decoded as the kernel does."""
+    entries = [
+        plan.tables[off : off + 8 * m].reshape(m, 8)
+        for off, m in zip(plan.axis_offsets, plan.num_tiles, strict=True)
+    ]
+    seen = set()
+    for work in range(items):
+        idx = [0, 0, 0]
+        for a in order:
+            work, idx[a] = divmod(work, plan.num_tiles[a])
+        boxes = [range(entries[a][idx[a], 4], entries[a][idx[a], 5]) for a in range(3)]
+        seen.update(itertools.product(*boxes))
+    return len(seen)
+
+
+@pytest.mark.parametrize(
+    "shape,w,d,order",
+    [
+        ((30, 48, 80), (18, 24, 24), 1, (0, 1, 2)),  # HunyuanVideo: axis 2 (24 of 80) slowest
+        ((256, 256), (80, 80), 1, (0, 2, 1)),  # a tie keeps axis 2 fastest
+        ((64, 1024), (32, 32), 1, (0, 1, 2)),
+        ((64, 64), (8, 8), (4, 1), (0, 1, 2)),  # dilation widens axis 1's span to 32 of 64
+        ((4096,), 256, 1, (1, 0, 2)),
+    ],
+)
+def test_tile_order_puts_the_narrowest_window_slowest(shape, w, d, order):
+    params = make_params(shape, w, 1, d)
+    assert tiling.tile_order(params) == order
+    q, kv = tiling.choose_tiles(params, 128)
+    assert tiling.make_plan(params, 128, q, kv).tile_order == order
+
+
+@pytest.mark.parametrize("stride", [(16, 8, 8), (1, 1, 1)])
+def test_tile_order_shrinks_the_kv_the_running_ctas_read(stride):
+    """HunyuanVideo GNA and NA: the first wave of 132 work items reads at most 60% of the KV
+    tiles it would with axis 2 fastest."""
+    params = make_params((30, 48, 80), (18, 24, 24), stride)
+    plan = tiling.make_plan(params, 128, *tiling.choose_tiles(params, 128))
+    chosen = _kv_footprint(plan, plan.tile_order, 132)
+    assert chosen <= 0.6 * _kv_footprint(plan, (2, 1, 0), 132)
+
+
 @pytest.mark.parametrize(
     "q_tile,kv_tile,match",
     [
@@ -425,6 +469,45 @@ def test_persistent_matches_one_cta_per_tile(name, monkeypatch):
     np.testing.assert_array_equal(out, one_out)
     np.testing.assert_array_equal(lse, one_lse)
     check_config(cfg, seed=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "cfg,force_cpasync",
+    [
+        (PERSISTENT_CASES["3d_strided_f16"], False),  # persistent TMA kernel
+        (PERSISTENT_CASES["3d_strided_f16"], True),  # cp.async producer
+        (_edge((4, 16, 32), (3, 9, 7), (1, 2, 3), head_dim=256), False),  # head_dim 256
+    ],
+)
+def test_tile_order_gives_the_same_bits(cfg, force_cpasync, monkeypatch, capfd):
+    """Numbering the Q tiles along the chosen order (here axis 0 fastest, axis 2 slowest) or axis
+    2 fastest (JAXK_GNA_TILE_ORDER=raster) moves work items between CTAs, not results."""
+    from jax_gna import cuda_backend
+
+    assert tiling.tile_order(cfg["params"]) == (0, 1, 2)
+    q, k, v = _inputs(cfg, 5)
+    scale = cfg["head_dim"] ** -0.5
+
+    def run():
+        out, lse = cuda_backend.gna_forward_cuda(q, k, v, cfg["params"], scale)
+        return np.asarray(out), np.asarray(lse)
+
+    monkeypatch.setenv("JAXK_GNA_DEBUG", "1")
+    if force_cpasync:
+        monkeypatch.setenv("JAXK_GNA_FORCE_CPASYNC", "1")
+    else:
+        monkeypatch.delenv("JAXK_GNA_FORCE_CPASYNC", raising=False)
+    monkeypatch.delenv("JAXK_GNA_TILE_ORDER", raising=False)
+    out, lse = run()
+    assert "Q tiles numbered axis 0 fastest, then 1, then 2" in capfd.readouterr().err
+    monkeypatch.setenv("JAXK_GNA_TILE_ORDER", "raster")
+    raster_out, raster_lse = run()
+    assert "Q tiles numbered axis 2 fastest, then 1, then 0" in capfd.readouterr().err
+    np.testing.assert_array_equal(out, raster_out)
+    np.testing.assert_array_equal(lse, raster_lse)
+    monkeypatch.delenv("JAXK_GNA_TILE_ORDER")
+    check_config(cfg, seed=5)
 
 
 @pytest.mark.gpu

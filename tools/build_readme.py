@@ -213,7 +213,8 @@ def gna_kernel_table() -> list[str]:
             f"GNA forward kernel (`{name}`: {meta['gpu']}, jax {meta['jax']}, cuDNN "
             f"{meta.get('cudnn')}, {meta['dtype']}, head_dim {meta['head_dim']}, batch "
             f"{meta['batch']}; baseline `jax.nn.dot_product_attention(implementation='cudnn')` "
-            "in the same run; times include all layout work of the user-facing call):",
+            "in the same run; times include all layout work of the user-facing call; "
+            f"timing: {meta.get('timing', 'median of repeats')}):",
             "",
             "| case | grid | window | stride | heads | GNA ms | cuDNN ms | speedup | simulator "
             "bound | of bound | of mean bound | GNA eff. TFLOP/s | cuDNN TFLOP/s |",

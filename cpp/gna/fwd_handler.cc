@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
 
@@ -98,7 +99,8 @@ ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
                       int64_t q_tile1, int64_t q_tile2, int64_t kv_tile0, int64_t kv_tile1,
                       int64_t kv_tile2, int64_t dil0, int64_t dil1, int64_t dil2,
                       int64_t num_tiles0, int64_t num_tiles1, int64_t num_tiles2, int64_t axis_off0,
-                      int64_t axis_off1, int64_t axis_off2, float scale) {
+                      int64_t axis_off1, int64_t axis_off2, int64_t tile_order0,
+                      int64_t tile_order1, int64_t tile_order2, float scale) {
   const auto qd = q.dimensions();
   const auto kd = k.dimensions();
   const int64_t nd = static_cast<int64_t>(qd.size());
@@ -148,6 +150,26 @@ ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
     p.axis_off[a] = static_cast<int32_t>(axis_off[a]);
     p.q_tiles *= num_tiles[a];
   }
+  // The Q-tile numbering (fastest axis first): a permutation of the three axes.
+  // JAXK_GNA_TILE_ORDER=raster (A/B tests, read at every call) numbers them axis 2 fastest.
+  int64_t order[3] = {tile_order0, tile_order1, tile_order2};
+  if (const char* env = std::getenv("JAXK_GNA_TILE_ORDER");
+      env != nullptr && std::strcmp(env, "raster") == 0) {
+    order[0] = 2;
+    order[1] = 1;
+    order[2] = 0;
+  }
+  bool seen[3] = {false, false, false};
+  int64_t stride = 1;
+  for (int i = 0; i < 3; ++i) {
+    if (order[i] < 0 || order[i] > 2 || seen[order[i]]) {
+      return ffi::Error::InvalidArgument("gna_fwd: tile_order must be a permutation of 0, 1, 2");
+    }
+    seen[order[i]] = true;
+    p.tile_order[i] = static_cast<int32_t>(order[i]);
+    p.tile_stride[order[i]] = static_cast<int32_t>(stride);
+    stride *= num_tiles[order[i]];
+  }
   p.q = q.untyped_data();
   p.k = k.untyped_data();
   p.v = v.untyped_data();
@@ -170,7 +192,8 @@ ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
                  static_cast<long long>(head_dim), no_tma ? "cp.async" : "TMA", no_tma ? ": " : "",
                  no_tma ? no_tma : "");
     if (p.max_ctas > 0) std::fprintf(stderr, ", persistent (%d CTAs at most)", p.max_ctas);
-    std::fprintf(stderr, "\n");
+    std::fprintf(stderr, ", Q tiles numbered axis %d fastest, then %d, then %d\n", p.tile_order[0],
+                 p.tile_order[1], p.tile_order[2]);
   }
   bool found = false;
   const cudaError_t err =
@@ -212,6 +235,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GnaFwd, GnaFwdImpl,
                                   .Attr<int64_t>("axis_off0")
                                   .Attr<int64_t>("axis_off1")
                                   .Attr<int64_t>("axis_off2")
+                                  .Attr<int64_t>("tile_order0")
+                                  .Attr<int64_t>("tile_order1")
+                                  .Attr<int64_t>("tile_order2")
                                   .Attr<float>("scale"));
 
 }  // namespace jaxk::gna

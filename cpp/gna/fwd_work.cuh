@@ -13,7 +13,8 @@ namespace jaxk::gna {
 
 // Everything a CTA knows about its work item.
 // Work items are numbered Q tile fastest, then head, then batch entry: CTAs running together
-// share K/V in L2.
+// share K/V in L2. Within one (batch, head), Q tiles are numbered along `tile_order` (fastest
+// axis first; jax_gna/tiling.py picks it so that the K/V the running CTAs read stays in L2).
 struct WorkTile {
   AxisTile ax[3];
   int64_t batch;
@@ -87,9 +88,8 @@ __device__ __forceinline__ void LoadWork(const FwdParams& p, int work, WorkTile&
   w.batch = work / p.heads_q;
   w.head_kv = w.head / (p.heads_q / p.heads_kv);
 #pragma unroll
-  for (int a = 2; a >= 0; --a) {
-    const int idx = tile % p.num_tiles[a];
-    tile /= p.num_tiles[a];
+  for (int a = 0; a < 3; ++a) {
+    const int idx = tile / p.tile_stride[a] % p.num_tiles[a];
     w.ax[a] = LoadAxisTile(p.tables + p.axis_off[a] + 8 * idx);
   }
   w.num_kv = 1;
