@@ -2,7 +2,8 @@
 // query rows each run S = Q K^T and O += P V on wgmma (P from registers) with the online softmax
 // in registers, and take turns issuing their GEMMs through named barriers ("ping-pong"), so that
 // one warpgroup's softmax overlaps the other's tensor-core work; within a warpgroup,
-// P(i-1) V(i-1) and Q K(i)^T are issued together. They wait on the full barriers of the Q tile
+// Q K(i)^T and P(i-1) V(i-1) are issued together as two groups, and the exponentials of S(i)
+// run while P(i-1) V(i-1) is still in flight. They wait on the full barriers of the Q tile
 // and the K/V ring and hand stages back through the empty barriers; what fills them is the
 // producer's business.
 #pragma once
@@ -208,17 +209,32 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
     warpgroup_fence_operand(acc_s);
     warpgroup_fence_operand(acc_o);
     warpgroup_arrive();
-    issue_pv(v_pos.stage);
+    // Q K(it)^T first, in its own group: its softmax runs while P(it-1) V(it-1) is still on the
+    // tensor cores (FlashAttention-3's intra-warpgroup overlap).
     issue_qk(k_pos.stage);
+    warpgroup_commit_batch();
+    issue_pv(v_pos.stage);
     warpgroup_commit_batch();
     NamedArrive(kBarSchedule + other, Cfg::kConsumerThreads);
     column_masks(tile.kt, unmasked);
-    JAXK_TIMED(t_gemm, warpgroup_wait<0>());
+    JAXK_TIMED(t_gemm, warpgroup_wait<1>());
     warpgroup_fence_operand(acc_s);
+    if (it + 1 < num_kv) release(sm.k_empty + k_pos.stage);
+    // The exponentials overwrite S only; O and P belong to the GEMM in flight.
+    if (!unmasked) ApplyColumnMasks<kRows>(s_rc, visible);
+    const SoftmaxStep<kRows> step = SoftmaxExponentials<kRows>(s_rc, row_max, p.scale_log2);
+    warpgroup_fence_operand(acc_s);
+    // ptxas schedules within a basic block and hoists the wait for P V to the first row maximum
+    // (no register ties them). A branch that depends on the exponentials ends the block, so
+    // the wait stays after them. Never taken (no sum of exponentials has this bit pattern);
+    // the sleep is harmless if it were. (A __trap() there made ptxas serialise every wgmma.)
+    if (__float_as_uint(step.sum[0]) == 0xffffffffu) asm volatile("nanosleep.u32 1;");
+    JAXK_TIMED(t_gemm, warpgroup_wait<0>());
     warpgroup_fence_operand(acc_o);
     release(sm.v_empty + v_pos.stage);
-    if (it + 1 < num_kv) release(sm.k_empty + k_pos.stage);
-    JAXK_TIMED(t_soft, softmax(unmasked));
+#pragma unroll
+    for (int i = 0; i < size(acc_s); ++i) p_regs(i) = static_cast<Element>(acc_s(i));
+    JAXK_TIMED(t_soft, SoftmaxRescale<kRows>(step, acc_o_rc, row_max, row_sum, p.scale_log2));
     v_pos = k_pos;
   }
   // Every Q K^T of this work item has completed: the producer may load the next Q, and
