@@ -1,8 +1,7 @@
 """A/B timing of the GNA forward kernel under environment settings its FFI handler reads at
 every call (``JAXK_GNA_*``), in one process on one compiled program, configurations
 interleaved round by round (each round starting with the next configuration) so that clock and
-thermal drift hit all of them alike. Run on the
-GPU machine::
+thermal drift hit all of them alike. Run on the GPU machine::
 
     python tools/gna_env_ab.py base: pf8:JAXK_GNA_Q_PREFETCH=8 [--cases flux4k_gna,hunyuan_gna]
         [--rounds 3] [--out ab.json]
