@@ -94,14 +94,20 @@ def gna_call(spec, rng_key):
     return fn, qkv, params, q_tile, kv_tile
 
 
+def rotated(items: list, r: int) -> list:
+    """``items`` starting with item ``r`` (mod their number): round ``r``'s order, so that no item
+    is always timed first (in fixed order the first drifted slower round by round, H100)."""
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
 def interleaved(fns: dict, args, rounds: int) -> dict:
     """``{name: [ms per round]}``: each round times every function of ``fns`` once (median of
-    :func:`time_fn`'s repeats), starting with the next one round by round, so that clock and
-    thermal drift during the run hit them alike."""
-    names = list(fns)
-    ms = {n: [] for n in names}
+    :func:`time_fn`'s repeats), in :func:`rotated` order, so that clock and thermal drift during
+    the run hit them alike."""
+    ms = {n: [] for n in fns}
     for r in range(rounds):
-        for n in names[r % len(names) :] + names[: r % len(names)]:
+        for n in rotated(list(fns), r):
             ms[n].append(1e3 * time_fn(fns[n], args)["median_s"])
     return ms
 

@@ -61,9 +61,7 @@ def main() -> None:
         fn, qkv, *_ = bg.gna_call(bg.CASES[case], jax.random.PRNGKey(0))
         samples = {name: [] for name, _ in configs}
         for r in range(args.rounds):
-            # Round r starts with configuration r (mod their number): in fixed order the first
-            # one drifted slower round by round (H100, two A/B runs), the others did not.
-            for name, env in configs[r % len(configs) :] + configs[: r % len(configs)]:
+            for name, env in bg.rotated(configs, r):
                 samples[name].append(1e3 * timed(fn, qkv, env))
         base = float(np.median(samples[configs[0][0]]))
         for name, env in configs:
