@@ -143,12 +143,16 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
   auto column_masks = [&](const int (&kt)[3], bool unmasked) {
     if (!unmasked) ColumnMasks<kRows>(visible, kt, win, p, q2);
   };
-  auto softmax = [&](bool unmasked) {
+  // The softmax in two halves: the exponentials touch S only (in the loop they run while the
+  // warpgroup's P V is in flight); P and the (rare) output rescale need that GEMM done. The
+  // rescale comes after P, so that its vote and branch do not delay the exponentials.
+  auto exponentials = [&](bool unmasked) {
     if (!unmasked) ApplyColumnMasks<kRows>(s_rc, visible);
-    const SoftmaxStep<kRows> step = SoftmaxExponentials<kRows>(s_rc, row_max, p.scale_log2);
+    return SoftmaxExponentials<kRows>(s_rc, row_max, p.scale_log2);
+  };
+  auto finish_softmax = [&](const SoftmaxStep<kRows>& step) {
 #pragma unroll
     for (int i = 0; i < size(acc_s); ++i) p_regs(i) = static_cast<Element>(acc_s(i));
-    // The (rare) output rescale after P: its vote and branch do not delay the exponentials.
     SoftmaxRescale<kRows>(step, acc_o_rc, row_max, row_sum, p.scale_log2);
   };
 
@@ -194,7 +198,7 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
   warpgroup_fence_operand(acc_s);
   // The last K stage stages O (below).
   if (num_kv > 1) release(sm.k_empty + k_pos.stage);
-  softmax(unmasked);
+  finish_softmax(exponentials(unmasked));
 
   // Block it: O += P(it-1) V(it-1) and S(it) = Q K(it)^T, then the softmax of S(it).
   RingPos<Cfg::kStages> v_pos = k_pos;  // V of the previous KV tile
@@ -220,9 +224,7 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
     JAXK_TIMED(t_gemm, warpgroup_wait<1>());
     warpgroup_fence_operand(acc_s);
     if (it + 1 < num_kv) release(sm.k_empty + k_pos.stage);
-    // The exponentials overwrite S only; O and P belong to the GEMM in flight.
-    if (!unmasked) ApplyColumnMasks<kRows>(s_rc, visible);
-    const SoftmaxStep<kRows> step = SoftmaxExponentials<kRows>(s_rc, row_max, p.scale_log2);
+    const SoftmaxStep<kRows> step = exponentials(unmasked);
     warpgroup_fence_operand(acc_s);
     // ptxas schedules within a basic block and hoists the wait for P V to the first row maximum
     // (no register ties them). A branch that depends on the exponentials ends the block, so
@@ -232,9 +234,7 @@ __device__ __forceinline__ bool ConsumeTile(const FwdParams& p, const WorkTile& 
     JAXK_TIMED(t_gemm, warpgroup_wait<0>());
     warpgroup_fence_operand(acc_o);
     release(sm.v_empty + v_pos.stage);
-#pragma unroll
-    for (int i = 0; i < size(acc_s); ++i) p_regs(i) = static_cast<Element>(acc_s(i));
-    JAXK_TIMED(t_soft, SoftmaxRescale<kRows>(step, acc_o_rc, row_max, row_sum, p.scale_log2));
+    JAXK_TIMED(t_soft, finish_softmax(step));
     v_pos = k_pos;
   }
   // Every Q K^T of this work item has completed: the producer may load the next Q, and

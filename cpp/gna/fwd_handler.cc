@@ -166,7 +166,6 @@ ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
       return ffi::Error::InvalidArgument("gna_fwd: tile_order must be a permutation of 0, 1, 2");
     }
     seen[order[i]] = true;
-    p.tile_order[i] = static_cast<int32_t>(order[i]);
     p.tile_stride[order[i]] = static_cast<int32_t>(stride);
     stride *= num_tiles[order[i]];
   }
@@ -192,8 +191,9 @@ ffi::Error GnaFwdImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::A
                  static_cast<long long>(head_dim), no_tma ? "cp.async" : "TMA", no_tma ? ": " : "",
                  no_tma ? no_tma : "");
     if (p.max_ctas > 0) std::fprintf(stderr, ", persistent (%d CTAs at most)", p.max_ctas);
-    std::fprintf(stderr, ", Q tiles numbered axis %d fastest, then %d, then %d\n", p.tile_order[0],
-                 p.tile_order[1], p.tile_order[2]);
+    std::fprintf(stderr, ", Q tiles numbered axis %lld fastest, then %lld, then %lld\n",
+                 static_cast<long long>(order[0]), static_cast<long long>(order[1]),
+                 static_cast<long long>(order[2]));
   }
   bool found = false;
   const cudaError_t err =

@@ -29,8 +29,7 @@ struct FwdParams {
   int32_t q_shift[3];   // log2 of the Q tile extent per axis
   int32_t kv_shift[3];  // log2 of the KV tile extent per axis
   int32_t num_tiles[3];
-  int32_t tile_order[3];   // the axes of a (batch, head)'s Q-tile numbering, fastest first
-  int32_t tile_stride[3];  // per axis: Q-tile number step of one tile along it (from tile_order)
+  int32_t tile_stride[3];  // per axis: Q-tile number step of one tile along it (tile order)
   int32_t axis_off[3];     // offset of each axis's entries in `tables`
   int32_t max_ctas;        // TMA kernel (persistent): CTAs launched at most; 0: one per work item
   float scale;             // softmax scale (natural units)

@@ -13,8 +13,9 @@ namespace jaxk::gna {
 
 // Everything a CTA knows about its work item.
 // Work items are numbered Q tile fastest, then head, then batch entry: CTAs running together
-// share K/V in L2. Within one (batch, head), Q tiles are numbered along `tile_order` (fastest
-// axis first; jax_gna/tiling.py picks it so that the K/V the running CTAs read stays in L2).
+// share K/V in L2. Within one (batch, head), Q tiles are numbered along the axis order that
+// jax_gna/tiling.py's tile_order picks (so that the K/V the running CTAs read stays in L2);
+// `tile_stride` is the number step of one tile along each axis.
 struct WorkTile {
   AxisTile ax[3];
   int64_t batch;
