@@ -511,6 +511,30 @@ def test_tile_order_gives_the_same_bits(cfg, force_cpasync, monkeypatch, capfd):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("order", [(0, 0, 2), (0, 1, 3), (-1, 1, 2)])
+def test_handler_rejects_a_tile_order_that_is_no_permutation(order, monkeypatch):
+    """The FFI handler checks the tile order itself: a plan whose order is not a permutation of
+    0, 1, 2 (unreachable through tiling.make_plan) is refused before any launch."""
+    import dataclasses
+
+    import jax
+
+    from jax_gna import cuda_backend
+
+    cfg = PERSISTENT_CASES["3d_strided_f16"]
+    q, k, v = _inputs(cfg, 1)
+    make_plan = tiling.make_plan
+
+    def bad_plan(*args, **kwargs):
+        return dataclasses.replace(make_plan(*args, **kwargs), tile_order=order)
+
+    monkeypatch.setattr(tiling, "make_plan", bad_plan)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="tile_order must be a permutation"):
+        out, _ = cuda_backend.gna_forward_cuda(q, k, v, cfg["params"], 0.125)
+        out.block_until_ready()
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("persistent", ["1", "0"])
 def test_persistent_report(persistent, monkeypatch, capfd):
     """JAXK_GNA_DEBUG=1 reports the persistent launch (and its absence when switched off)."""
