@@ -172,6 +172,26 @@ def test_no_loop_barrier_for_small_inlined_kernels(monkeypatch):
     assert codegen.generate(small["bwd"], "float").count("__syncthreads()") == 2
 
 
+def test_small_kernels_on_unsorted_nodes_take_two_nodes_per_block(monkeypatch):
+    """MACE-MP-S's forward and bwd_x on unsorted nodes launch 2 nodes per block; larger
+    kernels and by-species launches leave the chunk to the launcher (0); the environment
+    override wins everywhere."""
+    from jax_mace.symmetric_contraction import jit
+
+    monkeypatch.setattr(codegen, "NODES_PER_CALL", 1)
+    monkeypatch.delenv("JAX_MACE_SYMJIT_CHUNK", raising=False)
+    monkeypatch.setattr(jit, "kernel_key", lambda *args: 0)  # no compilation here
+    small, medium = _paths(LMAX3, "0e", 3), _paths(LMAX3, "0e+1o", 3)
+    chunk = lambda paths, name, by_species: int(  # noqa: E731
+        jit._kernel_attrs(paths, name, jnp.float32, by_species)["chunk"]
+    )
+    assert chunk(small, "fwd", False) == chunk(small, "bwd_x", False) == 2
+    assert chunk(small, "fwd", True) == chunk(small, "bwd", True) == 0
+    assert chunk(medium, "fwd", False) == 0
+    monkeypatch.setenv("JAX_MACE_SYMJIT_CHUNK", "7")
+    assert chunk(small, "fwd", False) == chunk(medium, "fwd", False) == 7
+
+
 @pytest.mark.parametrize("by_species", [True, False])
 def test_small_kernels_hold_node_values_in_registers(monkeypatch, by_species):
     """MACE-MP-S's kernels read their node values from a register array (constant indices

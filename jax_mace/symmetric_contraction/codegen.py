@@ -563,6 +563,20 @@ def min_blocks(program: Program) -> int:
     return 3 if fully_inlined(program) and code_bytes(program) > LARGE_INLINED_CODE_BYTES else 4
 
 
+# Nodes per block of small kernels on unsorted nodes (MACE-MP-S's forward and bwd_x).
+# The launcher's default (about eight waves of blocks) gives MP-S's forward 5 nodes per block
+# at 50k nodes; at 2 the last wave's idle tail is shorter: H100, 50k forward 0.1502-0.1516 ms
+# against 0.1535-0.1541 ms (three processes each; 1 node per block: 0.1517, 3: 0.1522, 4:
+# 0.1527). MP-M's and MP-L's forwards (fewer, longer-lived blocks) were slower at 2 nodes.
+UNSORTED_SMALL_CHUNK = 2
+
+
+def unsorted_chunk(program: Program) -> int:
+    """Nodes per block of ``program``'s kernel on unsorted nodes (``generate(by_species=False)``),
+    0: the launcher's choice (``cpp/mace/symjit.cc``). ``JAX_MACE_SYMJIT_CHUNK`` overrides."""
+    return UNSORTED_SMALL_CHUNK if small_kernel(program) else 0
+
+
 def sync_level(program: Program) -> int:
     """Barriers in ``program``'s node loop (``SYNC_LEVEL`` if forced): none for small fully
     inlined kernels, whose code fits the instruction cache anyway (H100, MACE-MP-S: forward 2-8%

@@ -173,7 +173,9 @@ def _kernel_attrs(paths: PathList, name: str, dtype, by_species: bool) -> dict:
     ctype = "float" if dtype == jnp.float32 else "double"
     return dict(
         key=np.int64(kernel_key(paths, name, ctype, by_species)),
-        chunk=np.int64(_tuning("CHUNK", 1, 128)),
+        chunk=np.int64(
+            _tuning("CHUNK", 1, 128) or (0 if by_species else codegen.unsorted_chunk(prog))
+        ),
         groups=np.int64(_tuning("GROUPS", 1, 8) or (0 if codegen.grouped(prog) else 1)),
         nodes_per_call=np.int64(codegen.NODES_PER_CALL),
         smem=np.int64(codegen.smem_bytes(prog, ctype)),
