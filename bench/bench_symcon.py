@@ -74,9 +74,9 @@ def device_timeit(fn, *args) -> dict:
     A jitted call from Python pays its dispatch (arguments, executable launch) per call; in the
     loop it is paid once, and each iteration's kernel launches run ahead of the GPU unless they
     alone take longer than its work (H100, MACE-MP-S's 10k-node forward: 0.044-0.051 ms per
-    call back to back, 0.036 ms looped). An
-    optimization barrier on the loop-carried arguments keeps XLA from hoisting the call out of
-    the loop; one element of every output array is summed so that no output is dropped."""
+    call back to back, 0.036 ms looped). An optimization barrier on the loop-carried arguments
+    keeps XLA from hoisting the call out of the loop; one element of every output array is
+    summed so that no output is dropped."""
 
     def run(*a):
         def body(_, carry):

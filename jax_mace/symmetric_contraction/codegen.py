@@ -566,8 +566,8 @@ def min_blocks(program: Program) -> int:
 # Nodes per block of small kernels on unsorted nodes (MACE-MP-S's forward and bwd_x).
 # The launcher's default (about eight waves of blocks) gives MP-S's forward 5 nodes per block
 # at 50k nodes; at 2 the last wave's idle tail is shorter: H100, 50k forward 0.1502-0.1516 ms
-# against 0.1535-0.1541 ms (three processes each; 1 node per block: 0.1517, 3: 0.1522, 4:
-# 0.1527). MP-M's and MP-L's forwards (fewer, longer-lived blocks) were slower at 2 nodes.
+# (5 processes) against 0.1531-0.1543 ms (6 processes); 1 node per block: 0.1517, 3: 0.1522, 4:
+# 0.1527. MP-M's and MP-L's forwards (fewer, longer-lived blocks) were slower at 2 nodes.
 UNSORTED_SMALL_CHUNK = 2
 
 
