@@ -9,6 +9,8 @@ kernels with the reference: values, first and second derivatives, ``check_grads`
 from __future__ import annotations
 
 import functools
+import re
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -790,3 +792,122 @@ def test_gpu_symjit_checks_the_zeroed_alias(monkeypatch):
         jax.block_until_ready(jit._launch(paths, "bwd", [x, g], [w], sort, jnp.zeros_like(w)))
     with pytest.raises(Exception, match=r"jaxk_symjit: sout0_zeroed without a species output"):
         jax.block_until_ready(jit._launch(paths, "fwd", [x], [w], (sp,), jnp.zeros_like(w)))
+
+
+# XLA records a run of command-buffer-compatible operations as one CUDA graph (a command buffer)
+# when the run has at least `xla_gpu_graph_min_graph_size` operations; FFI handlers join such runs
+# when they declare the trait, and are recorded by capturing what they enqueue. GRAPHS_ON makes
+# every run a graph; GRAPHS_OFF records none.
+GRAPHS_ON = {
+    "xla_gpu_graph_min_graph_size": 1,
+    "xla_gpu_enable_command_buffer": "FUSION,CUSTOM_CALL",
+}
+GRAPHS_OFF = {"xla_gpu_enable_command_buffer": ""}
+GRAPH_TARGETS = {
+    "cuda": {"jaxk_symjit_side_sort", "jaxk_symjit"},
+    "cuda-engine": {
+        "jaxk_symcon_sort",
+        "jaxk_symcon_tbase",
+        "jaxk_symcon_wgrad",
+        "jaxk_symcon_engine",
+    },
+}
+
+
+def _reported(text: str, how: str) -> set[str]:
+    """The FFI calls that ``$JAX_MACE_DEBUG=1`` reported on stderr as ``how`` ("launched" or
+    "recorded into a CUDA graph")."""
+    return {m.group(1) for m in re.finditer(rf"^(jaxk_\w+): {how}$", text, re.M)}
+
+
+@pytest.mark.gpu
+def test_gpu_command_buffers_record_and_replay_the_kernels(monkeypatch, capfd, cuda_backend):
+    """The gradient of a loss on both first derivatives, forced into XLA's command buffers: every
+    FFI call is recorded into a CUDA graph (as the handlers report under JAX_MACE_DEBUG=1; on
+    "cuda" the forward's side-stream fork and join are captured as two branches of the graph),
+    and the results equal the same function without command buffers (every call launched) and
+    the reference: when recorded, again on the same arrays and on new arrays."""
+    monkeypatch.setenv("JAX_MACE_SYMJIT_SIDE_SORT", "1")
+    monkeypatch.setenv("JAX_MACE_DEBUG", "1")
+    jax.clear_caches()
+    paths = _paths(*MP["S"])
+    with jax.enable_x64(True):
+        x, w, sp = _inputs(paths, n=700, c=24, s=5, dtype=np.float64, seed=21, pad=3)
+        sp = sp.at[:2].set(jnp.array([-1, 5], jnp.int32))
+        r = jnp.asarray(np.random.default_rng(8).normal(size=(700, 24, paths.num_out)))
+
+        def grad_of(fn):
+            def energy(x_, w_):
+                out = fn(x_, w_, sp, paths)
+                return jnp.sum(out * r) + 0.1 * jnp.sum(out**2)
+
+            def total(x_, w_):
+                gx, gw = jax.grad(energy, argnums=(0, 1))(x_, w_)
+                return jnp.sum(gx**2) + jnp.sum(gw**2) + energy(x_, w_)
+
+            return jax.grad(total, argnums=(0, 1))
+
+        graphs = jax.jit(grad_of(_cuda), compiler_options=GRAPHS_ON)
+        plain = jax.jit(grad_of(_cuda), compiler_options=GRAPHS_OFF)
+        ref = jax.jit(grad_of(_ref))
+        want = ref(x, w)
+        capfd.readouterr()
+        # XLA runs a command buffer's operations one by one on its first execution (the calls
+        # report "launched") and records the graph on the second.
+        got = [jax.block_until_ready(graphs(x, w)) for _ in range(2)][-1]
+        err = capfd.readouterr().err
+        assert _reported(err, "recorded into a CUDA graph") == GRAPH_TARGETS[cuda_backend]
+        plain_got = [jax.block_until_ready(plain(x, w)) for _ in range(2)][-1]
+        err = capfd.readouterr().err
+        assert _reported(err, "launched") == GRAPH_TARGETS[cuda_backend]
+        assert not _reported(err, "recorded into a CUDA graph")
+        for a, b, c in zip(got, plain_got, want, strict=True):
+            assert _rel(a, b) < 1e-12 and _rel(a, c) < 1e-10
+        for x_, w_ in [(x, w), (0.5 * x, w + 0.1), (x, w)]:
+            got, want = graphs(x_, w_), ref(x_, w_)
+            for a, c in zip(got, want, strict=True):
+                assert _rel(a, c) < 1e-10
+    jax.clear_caches()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("options", [GRAPHS_ON, GRAPHS_OFF], ids=["graphs", "no_graphs"])
+def test_gpu_side_sort_from_two_threads(monkeypatch, options):
+    """Forward + VJP with the side-stream sort, called from two threads at once, each cycling
+    through four input sets: every result equals the single-threaded one (out and gx bit for
+    bit, gW up to the order of its atomic sums). Each thread forks onto a side stream of its
+    own, which a graph capture on another thread cannot take in."""
+    monkeypatch.setenv("JAX_MACE_SYMJIT_SIDE_SORT", "1")
+    jax.clear_caches()
+    paths = _paths(*MP["S"])
+    n, c = 2000, 32
+    g = jnp.asarray(np.random.default_rng(9).normal(size=(n, c, paths.num_out)), jnp.float32)
+
+    def value_and_vjp(x_, w_, sp_):
+        out, back = jax.vjp(lambda a, b: _cuda(a, b, sp_, paths), x_, w_)
+        return (out, *back(g))
+
+    fn = jax.jit(value_and_vjp, compiler_options=options)
+    inputs = [_inputs(paths, n=n, c=c, s=7, dtype=np.float32, seed=30 + i) for i in range(4)]
+    expected = [[np.asarray(v) for v in fn(*args)] for args in inputs]
+    failures = []
+
+    def worker(offset):
+        try:
+            for step in range(24):
+                i = (step + offset) % len(inputs)
+                got = [np.asarray(v) for v in fn(*inputs[i])]
+                want = expected[i]
+                exact = np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+                if not exact or _rel(got[2], want[2]) > 1e-6:
+                    failures.append((offset, step))
+        except Exception as err:  # noqa: BLE001 - reported by the main thread
+            failures.append((offset, repr(err)))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    jax.clear_caches()

@@ -1,28 +1,38 @@
-// Side stream per device and its fork/join events (see side_stream.h).
+// Side stream per (thread, device) and its fork/join events (see side_stream.h).
 #include "mace/side_stream.h"
 
 #include <cuda_runtime.h>
 
 #include <cstdlib>
-#include <mutex>
+#include <memory>
 #include <string>
 #include <unordered_map>
 
 namespace jaxk::mace {
 
 struct SideStreamState {
-  std::mutex mu;  // held from Fork to Join
   cudaStream_t stream = nullptr;
   cudaEvent_t fork = nullptr;
   cudaEvent_t join = nullptr;
+
+  SideStreamState() = default;
+  SideStreamState(const SideStreamState&) = delete;
+  SideStreamState& operator=(const SideStreamState&) = delete;
+  // Errors are ignored: at process exit the device's context may already be gone.
+  ~SideStreamState() {
+    if (join) cudaEventDestroy(join);
+    if (fork) cudaEventDestroy(fork);
+    if (stream) cudaStreamDestroy(stream);
+  }
 };
 
 namespace {
 
-// Creates the stream and both events on the current device; on failure releases what it made.
-// The stream has the device's greatest priority, so that the sort's blocks are scheduled ahead of
-// the forward kernel's waiting blocks (MP-S forward+backward 2-3% faster on H100 than at default
-// priority); JAX_MACE_SIDE_STREAM_PRIORITY=default for default priority (A/B; read once).
+// Creates the stream and both events on the current device (what it made before a failure is
+// released by the state's destructor). The stream has the device's greatest priority, so that the
+// sort's blocks are scheduled ahead of the forward kernel's waiting blocks (MP-S forward+backward
+// 2-3% faster on H100 than at default priority); JAX_MACE_SIDE_STREAM_PRIORITY=default for
+// default priority (A/B; read when a thread first uses a device).
 cudaError_t CreateState(SideStreamState* state) {
   int priority = 0;
   if (const char* env = std::getenv("JAX_MACE_SIDE_STREAM_PRIORITY");
@@ -35,31 +45,23 @@ cudaError_t CreateState(SideStreamState* state) {
   cudaError_t err = cudaStreamCreateWithPriority(&state->stream, cudaStreamNonBlocking, priority);
   if (err == cudaSuccess) err = cudaEventCreateWithFlags(&state->fork, cudaEventDisableTiming);
   if (err == cudaSuccess) err = cudaEventCreateWithFlags(&state->join, cudaEventDisableTiming);
-  if (err == cudaSuccess) return err;
-  if (state->join) cudaEventDestroy(state->join);
-  if (state->fork) cudaEventDestroy(state->fork);
-  if (state->stream) cudaStreamDestroy(state->stream);
   return err;
 }
 
-// The state of device `ordinal`, created on first use (a failed creation is retried next time).
-cudaError_t DeviceState(int ordinal, SideStreamState** out) {
-  static std::mutex mu;
-  static auto* states = new std::unordered_map<int, SideStreamState*>();
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = states->find(ordinal);
-  if (it != states->end()) {
-    *out = it->second;
+// The calling thread's state on device `ordinal`, created on first use (a failed creation is
+// retried next time).
+cudaError_t ThreadState(int ordinal, SideStreamState** out) {
+  thread_local std::unordered_map<int, std::unique_ptr<SideStreamState>> states;
+  auto it = states.find(ordinal);
+  if (it != states.end()) {
+    *out = it->second.get();
     return cudaSuccess;
   }
-  auto* state = new SideStreamState();
-  const cudaError_t err = CreateState(state);
-  if (err != cudaSuccess) {
-    delete state;
-    return err;
-  }
-  (*states)[ordinal] = state;
-  *out = state;
+  auto state = std::make_unique<SideStreamState>();
+  const cudaError_t err = CreateState(state.get());
+  if (err != cudaSuccess) return err;
+  *out = state.get();
+  states.emplace(ordinal, std::move(state));
   return cudaSuccess;
 }
 
@@ -68,10 +70,7 @@ cudaError_t DeviceState(int ordinal, SideStreamState** out) {
 cudaError_t SideStream::Open() {
   int ordinal = 0;
   cudaError_t err = cudaGetDevice(&ordinal);
-  if (err == cudaSuccess) err = DeviceState(ordinal, &state_);
-  if (err != cudaSuccess) return err;
-  lock_ = std::unique_lock<std::mutex>(state_->mu);
-  return cudaSuccess;
+  return err == cudaSuccess ? ThreadState(ordinal, &state_) : err;
 }
 
 cudaStream_t SideStream::stream() const { return state_->stream; }

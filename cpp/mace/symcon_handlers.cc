@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "mace/launch_report.h"
 #include "mace/symcon_params.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -26,6 +27,12 @@ ffi::Error CudaStatus(const char* op, cudaError_t err) {
   if (err == cudaSuccess) return ffi::Error::Success();
   return ffi::Error::Internal(std::string("jaxk_symcon_") + op +
                               ": CUDA error: " + cudaGetErrorString(err));
+}
+
+// The status of a launch on `stream` (reported under JAX_MACE_DEBUG=1 when it succeeded).
+ffi::Error Launched(const char* op, cudaStream_t stream, cudaError_t err) {
+  if (err == cudaSuccess) ReportLaunch(stream, "jaxk_symcon_", op);
+  return CudaStatus(op, err);
 }
 
 bool FloatDtype(ffi::DataType t, SymconDtype* out) {
@@ -58,7 +65,7 @@ ffi::Error SortImpl(cudaStream_t stream, I32 species, I32Result perm, I32Result 
   SortParams p;
   const std::string what = PlanSymconSort(species, *perm, *items, *nitems, *work, num_species, &p);
   if (!what.empty()) return Fail("sort", what);
-  return CudaStatus("sort", LaunchSymconSort(p, stream));
+  return Launched("sort", stream, LaunchSymconSort(p, stream));
 }
 
 // ---- tbase / wgrad ------------------------------------------------------------------------------
@@ -94,7 +101,8 @@ ffi::Error LinearImpl(const char* op, bool transpose, cudaStream_t stream, ffi::
   p.tb_w = tb_w.typed_data();
   p.tb_coeff = tb_coeff.untyped_data();
   p.out = out->untyped_data();
-  return CudaStatus(op, transpose ? LaunchSymconWgrad(p, stream) : LaunchSymconTbase(p, stream));
+  return Launched(op, stream,
+                  transpose ? LaunchSymconWgrad(p, stream) : LaunchSymconTbase(p, stream));
 }
 
 ffi::Error TbaseImpl(cudaStream_t stream, ffi::AnyBuffer w, I32 tb_start, I32 tb_w,
@@ -200,7 +208,7 @@ ffi::Error EngineImpl(cudaStream_t stream, ffi::AnyBuffer op0, ffi::AnyBuffer op
   if (err == cudaErrorInvalidConfiguration) {
     return Fail("engine", "program too large for shared memory even with one warp per block");
   }
-  return CudaStatus("engine", err);
+  return Launched("engine", stream, err);
 }
 
 }  // namespace
@@ -235,25 +243,28 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SymconSort, SortImpl,
                                   .Ret<I32>()  // items [I, 4]
                                   .Ret<I32>()  // nitems [1]
                                   .Ret<I32>()  // work [S]
-                                  .Attr<int64_t>("num_species"));
+                                  .Attr<int64_t>("num_species"),
+                              {ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SymconTbase, TbaseImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::AnyBuffer>()    // W [S, W, C]
-                                  .Arg<I32>()               // tb_start [D + 1]
-                                  .Arg<I32>()               // tb_w [P]
-                                  .Arg<ffi::AnyBuffer>()    // tb_coeff [P]
-                                  .Ret<ffi::AnyBuffer>());  // T [S, C, D]
+                                  .Arg<ffi::AnyBuffer>()   // W [S, W, C]
+                                  .Arg<I32>()              // tb_start [D + 1]
+                                  .Arg<I32>()              // tb_w [P]
+                                  .Arg<ffi::AnyBuffer>()   // tb_coeff [P]
+                                  .Ret<ffi::AnyBuffer>(),  // T [S, C, D]
+                              {ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SymconWgrad, WgradImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::AnyBuffer>()    // Z [S, C, D]
-                                  .Arg<I32>()               // tb_start [D + 1]
-                                  .Arg<I32>()               // tb_w [P]
-                                  .Arg<ffi::AnyBuffer>()    // tb_coeff [P]
-                                  .Ret<ffi::AnyBuffer>());  // gW [S, W, C]
+                                  .Arg<ffi::AnyBuffer>()   // Z [S, C, D]
+                                  .Arg<I32>()              // tb_start [D + 1]
+                                  .Arg<I32>()              // tb_w [P]
+                                  .Arg<ffi::AnyBuffer>()   // tb_coeff [P]
+                                  .Ret<ffi::AnyBuffer>(),  // gW [S, W, C]
+                              {ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SymconEngine, EngineImpl,
                               ffi::Ffi::Bind()
@@ -284,6 +295,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SymconEngine, EngineImpl,
                                   .Attr<int64_t>("off_qpack")
                                   .Attr<int64_t>("off_tj")
                                   .Attr<int64_t>("off_cj")
-                                  .Attr<ffi::Span<const int32_t>>("smap"));
+                                  .Attr<ffi::Span<const int32_t>>("smap"),
+                              {ffi::Traits::kCmdBufferCompatible});
 
 }  // namespace jaxk::mace

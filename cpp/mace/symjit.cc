@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "common/driver_entry.h"
+#include "mace/launch_report.h"
 #include "mace/side_stream.h"
 #include "mace/symcon_handlers.h"
 #include "mace/symcon_params.h"
@@ -424,9 +425,10 @@ ffi::Error LaunchImpl(cudaStream_t stream, ffi::Buffer<ffi::S32> perm, ffi::Buff
   const LaunchAttrs a{key,  by_species, chunk,      groups,      nodes_per_call,
                       smem, nin_widths, sin_widths, nout_widths, sout_widths};
   KernelLaunch plan;
-  const ffi::Error err = PlanLaunch(kTarget, b, a, &plan);
-  if (err.failure()) return err;
-  return EnqueueLaunch(kTarget, plan, stream);
+  ffi::Error err = PlanLaunch(kTarget, b, a, &plan);
+  if (err.success()) err = EnqueueLaunch(kTarget, plan, stream);
+  if (err.success()) ReportLaunch(stream, kTarget);
+  return err;
 }
 
 // The zeroed buffer of jaxk_symjit_side_sort: [S, k, C] in the node dtype (the backward's
@@ -493,7 +495,9 @@ ffi::Error SideSortImpl(cudaStream_t stream, ffi::Buffer<ffi::S32> species, ffi:
   if (!ZeroedShapeOk(*zeroed, nin0, plan.species)) {
     return Fail(kSideSortTarget, "the zeroed buffer must be [S, k, C] in the node dtype");
   }
-  return ForkJoin(stream, plan, sort, *zeroed);
+  err = ForkJoin(stream, plan, sort, *zeroed);
+  if (err.success()) ReportLaunch(stream, kSideSortTarget);
+  return err;
 }
 
 }  // namespace
@@ -550,9 +554,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SymjitLaunch, LaunchImpl,
                                   .Attr<ffi::Span<const int64_t>>("nin_widths")
                                   .Attr<ffi::Span<const int64_t>>("sin_widths")
                                   .Attr<ffi::Span<const int64_t>>("nout_widths")
-                                  .Attr<ffi::Span<const int64_t>>("sout_widths"));
+                                  .Attr<ffi::Span<const int64_t>>("sout_widths"),
+                              {ffi::Traits::kCmdBufferCompatible});
 
-// Not marked command-buffer compatible: the call forks and joins a second stream.
+// Command-buffer compatible: under XLA's graph capture the fork and join are captured as two
+// branches of the graph, on the calling thread's own side stream (side_stream.h).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SymjitSideSort, SideSortImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
@@ -576,6 +582,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SymjitSideSort, SideSortImpl,
                                   .Attr<int64_t>("smem")
                                   .Attr<ffi::Span<const int64_t>>("nin_widths")
                                   .Attr<ffi::Span<const int64_t>>("sin_widths")
-                                  .Attr<ffi::Span<const int64_t>>("nout_widths"));
+                                  .Attr<ffi::Span<const int64_t>>("nout_widths"),
+                              {ffi::Traits::kCmdBufferCompatible});
 
 }  // namespace jaxk::mace
