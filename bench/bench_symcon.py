@@ -15,7 +15,8 @@ call's compile time is reported); the generic ``"cuda-engine"`` backend is timed
 
 Each time is the wall time per call of many back-to-back calls, which at 10k nodes includes
 the host's dispatch of each call; beside it, for ours and cuEquivariance, the device time per
-call (``*_device``: calls looped inside one jitted program, see :func:`device_timeit`).
+call (``*_device``: calls looped inside one jitted program, see :func:`device_loop`). Ours and
+cuEquivariance are timed with their reps interleaved (:func:`timeit_interleaved`).
 
 ``--sanitize`` runs one tiny forward/backward/second-order call (for compute-sanitizer);
 ``--train`` adds a MACE-MP-medium training step (energy + forces) with both backends.
@@ -48,35 +49,59 @@ CHANNELS, SPECIES = 128, 89
 FP32_PEAK = 67e12  # FLOP/s (datasheet, H100/H200 SXM)
 
 
-def timeit(fn, *args, min_rep_s: float = 0.05, reps: int = 7) -> dict:
-    """Median and min wall time per call (ms) of a jitted ``fn``, many async calls per rep."""
+def _iterations(fn, args, min_rep_s: float) -> int:
+    """Calls per rep of a jitted ``fn`` (after two warm-up calls): enough for ``min_rep_s``."""
     jax.block_until_ready(fn(*args))
     jax.block_until_ready(fn(*args))
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     one = max(time.perf_counter() - t0, 1e-6)
-    iters = int(min(max(min_rep_s / one, 3), 2000))
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        samples.append((time.perf_counter() - t0) / iters * 1e3)
+    return int(min(max(min_rep_s / one, 3), 2000))
+
+
+def _rep_ms(fn, args, iters: int) -> float:
+    """Wall time per call (ms) of ``iters`` async calls, then one wait for the last."""
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / iters * 1e3
+
+
+def _summary(samples: list[float]) -> dict:
     return {"median_ms": float(np.median(samples)), "min_ms": float(np.min(samples))}
+
+
+def timeit(fn, *args, min_rep_s: float = 0.05, reps: int = 7) -> dict:
+    """Median and min wall time per call (ms) of a jitted ``fn``, many async calls per rep."""
+    iters = _iterations(fn, args, min_rep_s)
+    return _summary([_rep_ms(fn, args, iters) for _ in range(reps)])
+
+
+def timeit_interleaved(cases: dict, min_rep_s: float = 0.05, reps: int = 7) -> dict:
+    """:func:`timeit` of several jitted functions (``{name: (fn, args)}``) with their reps
+    interleaved (A B C A B C ...), so that a slow stretch of the host or the GPU, which can last
+    seconds, falls on all of them alike and their ratios hold: ``{name: {median_ms, min_ms}}``."""
+    iters = {name: _iterations(fn, args, min_rep_s) for name, (fn, args) in cases.items()}
+    samples = {name: [] for name in cases}
+    for _ in range(reps):
+        for name, (fn, args) in cases.items():
+            samples[name].append(_rep_ms(fn, args, iters[name]))
+    return {name: _summary(v) for name, v in samples.items()}
 
 
 DEVICE_LOOP_CALLS = 20
 
 
-def device_timeit(fn, *args) -> dict:
-    """Device time per call (ms) of ``fn``: ``DEVICE_LOOP_CALLS`` calls inside one jitted loop.
-    A jitted call from Python pays its dispatch (arguments, executable launch) per call; in the
-    loop it is paid once, and each iteration's kernel launches run ahead of the GPU unless they
-    alone take longer than its work (H100, MACE-MP-S's 10k-node forward: 0.044-0.051 ms per
-    call back to back, 0.036 ms looped). An optimization barrier on the loop-carried arguments
-    keeps XLA from hoisting the call out of the loop; one element of every output array is
-    summed so that no output is dropped."""
+def device_loop(fn):
+    """A jitted function of ``fn``'s arguments that calls ``fn`` ``DEVICE_LOOP_CALLS`` times in
+    one ``fori_loop``: its time per call is the device time per call of ``fn``. A jitted call
+    from Python pays its dispatch (arguments, executable launch) per call; in the loop it is
+    paid once, and each iteration's kernel launches run ahead of the GPU unless they alone take
+    longer than its work (H100, MACE-MP-S's 10k-node forward: 0.044-0.051 ms per call back to
+    back, 0.036 ms looped). An optimization barrier on the loop-carried arguments keeps XLA from
+    hoisting the call out of the loop; one element of every output array is summed so that no
+    output is dropped."""
 
     def run(*a):
         def body(_, carry):
@@ -87,7 +112,11 @@ def device_timeit(fn, *args) -> dict:
 
         return jax.lax.fori_loop(0, DEVICE_LOOP_CALLS, body, (jnp.float32(0), a))[0]
 
-    t = timeit(jax.jit(run), *args)
+    return jax.jit(run)
+
+
+def per_loop_call(t: dict) -> dict:
+    """A :func:`device_loop` timing per call of the looped function."""
     return {k: v / DEVICE_LOOP_CALLS for k, v in t.items()}
 
 
@@ -178,8 +207,27 @@ def bench_case(
     t0 = time.perf_counter()
     jax.block_until_ready(fwd_bwd(ours, g)(x, w))
     res["ours_first_call_s"] = time.perf_counter() - t0  # NVRTC compile (or disk cache) + jit
-    res["ours_fwd"] = timeit(jax.jit(ours), x, w)
-    res["ours_fwdbwd"] = timeit(fwd_bwd(ours, g), x, w)
+    # Ours and cuEquivariance: wall time, then device time, each with the reps interleaved.
+    wall = {"ours_fwd": (jax.jit(ours), (x, w)), "ours_fwdbwd": (fwd_bwd(ours, g), (x, w))}
+    looped = {"ours_fwd": (device_loop(ours), (x, w))}
+    looped["ours_fwdbwd"] = (device_loop(fwd_bwd(ours, g)), (x, w))
+    if do_cueq:
+        try:
+            fwd_c, w_c, x_c, g_c = cueq_case(model, x, w, sp, g)
+            wall["cueq_fwd"] = (jax.jit(fwd_c), (w_c, x_c))
+            wall["cueq_fwdbwd"] = (fwd_bwd(fwd_c, g_c), (w_c, x_c))
+            looped["cueq_fwd"] = (device_loop(fwd_c), (w_c, x_c))
+            looped["cueq_fwdbwd"] = (device_loop(fwd_bwd(fwd_c, g_c)), (w_c, x_c))
+            for fn_, args_ in (wall["cueq_fwd"], wall["cueq_fwdbwd"]):
+                jax.block_until_ready(fn_(*args_))
+        except Exception as err:  # keep the run going; the JSON says why
+            res["cueq_error"] = f"{type(err).__name__}: {err}"[:500]
+            for table in (wall, looped):
+                table.pop("cueq_fwd", None)
+                table.pop("cueq_fwdbwd", None)
+    res.update(timeit_interleaved(wall))
+    for name, t in timeit_interleaved(looped).items():
+        res[f"{name}_device"] = per_loop_call(t)
     if engine_too:
         res["engine_fwd"] = timeit(jax.jit(engine), x, w)
         res["engine_fwdbwd"] = timeit(fwd_bwd(engine, g), x, w)
@@ -194,17 +242,6 @@ def bench_case(
         del out_o, out_r, gx_o, gx_r, gw_o, gw_r
         res["ref_fwd"] = timeit(jax.jit(ref), x, w, min_rep_s=0.2, reps=3)
         res["ref_fwdbwd"] = timeit(fwd_bwd(ref, g), x, w, min_rep_s=0.2, reps=3)
-    if do_cueq:
-        try:
-            fwd_c, w_c, x_c, g_c = cueq_case(model, x, w, sp, g)
-            res["cueq_fwd"] = timeit(jax.jit(fwd_c), w_c, x_c)
-            res["cueq_fwdbwd"] = timeit(fwd_bwd(fwd_c, g_c), w_c, x_c)
-            res["ours_fwd_device"] = device_timeit(ours, x, w)
-            res["cueq_fwd_device"] = device_timeit(fwd_c, w_c, x_c)
-            res["ours_fwdbwd_device"] = device_timeit(fwd_bwd(ours, g), x, w)
-            res["cueq_fwdbwd_device"] = device_timeit(fwd_bwd(fwd_c, g_c), w_c, x_c)
-        except Exception as err:  # keep the run going; the JSON says why
-            res["cueq_error"] = f"{type(err).__name__}: {err}"[:500]
 
     # Physical limit: minimal bytes (each input read once, each output written once) and the
     # FLOPs of the base-term formulation (one FMA per term; backward: per partial + carrier).
