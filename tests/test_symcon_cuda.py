@@ -681,6 +681,22 @@ def test_gpu_side_sort_arrays_equal_the_sort_call(n, num_species):
     assert gw0.shape == w.shape and np.all(np.asarray(gw0) == 0)
 
 
+def _grad_of_loss_on_first_derivatives(fn, sp, paths, r):
+    """``(x, W) -> (dx, dW)``: the gradient of ``|dE/dx|^2 + |dE/dW|^2 + E`` with the energy
+    ``E = <fn(x, W), r> + 0.1 |fn(x, W)|^2``; unjitted. Differentiates the VJP again, through
+    every derivative program (forward, backward, second derivatives)."""
+
+    def energy(x_, w_):
+        out = fn(x_, w_, sp, paths)
+        return jnp.sum(out * r) + 0.1 * jnp.sum(out**2)
+
+    def total(x_, w_):
+        gx, gw = jax.grad(energy, argnums=(0, 1))(x_, w_)
+        return jnp.sum(gx**2) + jnp.sum(gw**2) + energy(x_, w_)
+
+    return jax.grad(total, argnums=(0, 1))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", [MP["S"], SMALL[0]])
 def test_gpu_side_sort_second_derivatives_match_reference(monkeypatch, case):
@@ -694,15 +710,7 @@ def test_gpu_side_sort_second_derivatives_match_reference(monkeypatch, case):
         r = jnp.asarray(np.random.default_rng(7).normal(size=(150, 8, paths.num_out)))
 
         def loss(fn):
-            def energy(x_, w_):
-                out = fn(x_, w_, sp, paths)
-                return jnp.sum(out * r) + 0.1 * jnp.sum(out**2)
-
-            def total(x_, w_):
-                gx, gw = jax.grad(energy, argnums=(0, 1))(x_, w_)
-                return jnp.sum(gx**2) + jnp.sum(gw**2) + energy(x_, w_)
-
-            return jax.jit(jax.grad(total, argnums=(0, 1)))
+            return jax.jit(_grad_of_loss_on_first_derivatives(fn, sp, paths, r))
 
         dx_r, dw_r = loss(_ref)(x, w)
         for side_sort in ("1", "0"):
@@ -837,15 +845,7 @@ def test_gpu_command_buffers_record_and_replay_the_kernels(monkeypatch, capfd, c
         r = jnp.asarray(np.random.default_rng(8).normal(size=(700, 24, paths.num_out)))
 
         def grad_of(fn):
-            def energy(x_, w_):
-                out = fn(x_, w_, sp, paths)
-                return jnp.sum(out * r) + 0.1 * jnp.sum(out**2)
-
-            def total(x_, w_):
-                gx, gw = jax.grad(energy, argnums=(0, 1))(x_, w_)
-                return jnp.sum(gx**2) + jnp.sum(gw**2) + energy(x_, w_)
-
-            return jax.grad(total, argnums=(0, 1))
+            return _grad_of_loss_on_first_derivatives(fn, sp, paths, r)
 
         graphs = jax.jit(grad_of(_cuda), compiler_options=GRAPHS_ON)
         plain = jax.jit(grad_of(_cuda), compiler_options=GRAPHS_OFF)
